@@ -92,7 +92,7 @@ def read_step(path: str) -> int:
 
 
 def load_variables(path: str, template: Mapping[str, Any], ema: bool = True,
-                   reset_classifier: bool = False,
+                   reset_classifier: bool | None = False,
                    model_name: str = "the model") -> dict[str, Any]:
   """Inference variables (EMA by default) from a checkpoint, checked against `template`."""
   directory = _step_directory(path)

@@ -79,7 +79,7 @@ def pretrained_weights_path(name: str) -> str:
 
 
 def load_variables(weights: str, config: ml_collections.ConfigDict, template: dict[str, Any],
-                   reset_classifier: bool = False, ema: bool = True) -> dict[str, Any]:
+                   reset_classifier: bool | None = False, ema: bool = True) -> dict[str, Any]:
   """Variables for `config` from `weights`: "pretrained", a file or a directory."""
   from effnetlite import checkpoints  # noqa: orbax imported only when needed
   model = config.model
@@ -108,7 +108,8 @@ def create_model(name_or_config: str | ml_collections.ConfigDict, pretrained: bo
       backbone is kept and the classifier re-initialised (fine-tuning).
     dtype: compute dtype, "float32" or "bfloat16"; parameters stay float32.
     reset_classifier: force (True) or forbid (False) re-initialising the
-      classifier; by default only when `num_classes` was changed from 1000.
+      classifier; by default (None) only when the file's classifier does not
+      fit `num_classes`.
   """
   config = resolve_config(name_or_config)
   if num_classes is not None or dtype is not None:
@@ -120,8 +121,6 @@ def create_model(name_or_config: str | ml_collections.ConfigDict, pretrained: bo
   module = module_from_config(config, **module_overrides)
   variables = init_variables(module, config.model.resolution, seed)
   if pretrained:
-    if reset_classifier is None:
-      reset_classifier = config.dataset.num_classes != 1000
     weights = "pretrained" if pretrained is True else str(pretrained)
     variables = load_variables(weights, config, variables, reset_classifier)
   return module, variables

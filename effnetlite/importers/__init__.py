@@ -19,6 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from effnetlite import scaling
+from effnetlite.errors import UserError
 from effnetlite.importers import naming
 
 Variables = Mapping[str, Any]
@@ -26,7 +27,7 @@ CLASSIFIER_PREFIX = "params/classifier/"
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
   """Weights that cannot be loaded into the requested model (one-line message)."""
 
 
@@ -117,18 +118,33 @@ def name_map(fmt: str, specs: list[scaling.BlockSpec],
   raise WeightsError(f"unknown weights format {fmt!r}")
 
 
+def _classifier_fits(flat: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
+                     names: naming.NameMap) -> bool:
+  for path, (source, convert) in names.items():
+    if path.startswith(CLASSIFIER_PREFIX) and (
+        source not in tensors or convert(tensors[source]).shape != tuple(flat[path].shape)):
+      return False
+  return True
+
+
 def assign(template: Variables, tensors: Mapping[str, np.ndarray], names: naming.NameMap,
-           reset_classifier: bool = False, model_name: str = "the model") -> dict[str, Any]:
+           reset_classifier: bool | None = False,
+           model_name: str = "the model") -> dict[str, Any]:
   """Fills `template` (our variables) from `tensors` through `names`, checking all.
 
-  With `reset_classifier` the classifier keeps the template's (fresh) values:
-  the backbone is loaded for fine-tuning on another class count.
+  `reset_classifier`: True keeps the template's fresh classifier (fine-tuning on
+  another class count); None does so only when the file's classifier does not
+  fit; False loads everything and treats any misfit as an error.
   """
   flat = traverse_util.flatten_dict(dict(template), sep="/")
+  if reset_classifier is None:
+    reset_classifier = not _classifier_fits(flat, tensors, names)
   loaded, mismatched, missing = {}, [], []
   used = set()
-  for path, value in flat.items():
-    source, convert = names[path]
+  for path, (source, convert) in names.items():  # build order: the first offender first
+    if path not in flat:
+      continue
+    value = flat[path]
     if reset_classifier and path.startswith(CLASSIFIER_PREFIX):
       used.add(source)
       loaded[path] = value
@@ -168,7 +184,7 @@ def _is_bookkeeping(name: str, used: set[str]) -> bool:
 
 
 def load_external(path: str, template: Variables, width: float, depth: float,
-                  reset_classifier: bool = False, model_name: str = "the model",
+                  reset_classifier: bool | None = False, model_name: str = "the model",
                   stem_channels: int = scaling.STEM_CHANNELS) -> dict[str, Any]:
   """Reads formats (a)-(c) into variables shaped like `template`."""
   fmt, tensors = read_tensors(path)

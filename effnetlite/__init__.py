@@ -1,0 +1,12 @@
+"""effnetlite: train, scale, evaluate and deploy EfficientNet-Lite in JAX/Flax."""
+
+import os
+
+# TensorFlow is only our input pipeline and exporter: keep its start-up chatter quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from effnetlite.factory import create_model  # noqa: E402
+from effnetlite.model import EfficientNetLite  # noqa: E402
+from effnetlite.preprocessing import normalize  # noqa: E402
+
+__all__ = ["create_model", "EfficientNetLite", "normalize"]

@@ -1,0 +1,48 @@
+"""Shared fixtures: real photos that ship with scikit-image and scikit-learn."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+  from PIL import Image
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory) -> dict[str, str]:
+  """name -> path of the offline sample photos (PNG from scikit-image, JPEG from scikit-learn)."""
+  import skimage.data
+  import sklearn.datasets
+  directory = tmp_path_factory.mktemp("photos")
+  photos = {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(),
+            "motorcycle": skimage.data.stereo_motorcycle()[0]}
+  paths = {}
+  for name, array in photos.items():
+    paths[name] = str(directory / f"{name}.png")
+    with open(paths[name], "wb") as handle:
+      handle.write(_png_bytes(array))
+  for filename in sklearn.datasets.load_sample_images().filenames:
+    paths[os.path.basename(filename).split(".")[0]] = filename
+  return paths
+
+
+@pytest.fixture(scope="session")
+def photo_batch(photo_files):
+  """resolution -> (N, res, res, 3) float pixels of all photos, eval-preprocessed."""
+  from effnetlite import inference
+  cache = {}
+
+  def at(resolution: int) -> np.ndarray:
+    if resolution not in cache:
+      cache[resolution] = np.stack([inference.load_eval_image(path, resolution)
+                                    for path in photo_files.values()])
+    return cache[resolution]
+  return at
