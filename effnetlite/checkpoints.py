@@ -39,13 +39,13 @@ def inference_variables(state: Any) -> dict[str, Any]:
           "ema_params": state.ema_params, "ema_batch_stats": state.ema_batch_stats}
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any | None,
-         config: Mapping[str, Any], metrics: Mapping[str, float] | None = None,
+def save(manager: ocp.CheckpointManager, step: int, state: Any, config: Mapping[str, Any],
+         metrics: Mapping[str, float] | None = None, include_state: bool = True,
          force: bool = False) -> bool:
-  """Saves one step (`state=None` stores only the inference variables)."""
+  """Saves one step; `include_state=False` stores only the inference variables."""
   items = {"model": ocp.args.StandardSave(inference_variables(state)),
            "config": ocp.args.JsonSave(dict(config))}
-  if manager._options.best_fn is None:  # noqa: SLF001 - the best-only manager skips state
+  if include_state:
     items["state"] = ocp.args.StandardSave(state)
   return manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
 

@@ -1,0 +1,185 @@
+"""Batches for training and evaluation, sharded over the mesh's batch axis.
+
+Training order is a pure function of (seed, step): epoch e shuffles with a seed
+derived from (seed, e), each example's crop/flip seed is (seed, e, position), and
+a run resumed at step k skips the k batches it already saw before decoding. So a
+resumed run sees exactly the batches an uninterrupted one would have.
+
+Evaluation sees every example once: the last partial batch is padded and
+masked, and processes with fewer examples add fully masked batches so that all
+of them take the same number of steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from effnetlite import preprocessing
+from effnetlite.data.sources import Source
+
+Batch = dict[str, np.ndarray]
+BATCH_AXIS = "batch"
+
+
+def _tf():
+  import tensorflow as tf
+  # The input pipeline must not take accelerator memory from JAX.
+  tf.config.set_visible_devices([], "GPU")
+  return tf
+
+
+def make_mesh() -> Mesh:
+  """One data-parallel mesh over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
+
+
+def local_batch_size(global_batch: int, what: str = "config.batch_size") -> int:
+  """This process's share of a global batch; checks it divides over the devices."""
+  from effnetlite.errors import UserError
+  devices = jax.device_count()
+  if global_batch <= 0 or global_batch % devices:
+    raise UserError(f"{what}={global_batch} is not a positive multiple of the {devices} "
+                    f"devices; use a multiple of {devices}")
+  return global_batch // jax.process_count()
+
+
+def steps_per_epoch(source: Source, global_batch: int) -> int:
+  """Full global batches per epoch (every process must take the same number)."""
+  smallest_share = source.total_examples // jax.process_count()
+  return max(1, smallest_share // (global_batch // jax.process_count()))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return (seed * 1_000_003 + epoch * 7919 + 17) % (2 ** 31 - 1)
+
+
+def _train_preprocess(config: ml_collections.ConfigDict, seed: int, epoch: int):
+  tf = _tf()
+  model, augment = config.model, config.augment
+  base = tf.constant([_epoch_seed(seed, epoch), 0], tf.int64)
+
+  def preprocess(position, example):
+    crop_seed, flip_seed, augment_seed = tf.unstack(
+        tf.random.experimental.stateless_split(base + tf.stack([0, position]), 3))
+    image = preprocessing.decode_and_random_crop(
+        example["image"], model.resolution, crop_seed, model.resize_method,
+        augment.min_object_covered, tuple(augment.aspect_ratio_range),
+        tuple(augment.area_range), augment.max_attempts, model.eval_crop_fraction)
+    if augment.random_flip:
+      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if augment.policy != "none":
+      from effnetlite.data import augment as augment_lib
+      image = augment_lib.apply_policy(image, augment, augment_seed)
+    return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+  return preprocess
+
+
+def _mixup(alpha: float, seed: int, epoch: int):
+  """Mixes each batch with its reverse; the loss weighs both labels by `mix`."""
+  tf = _tf()
+
+  def mix(step, batch):
+    seeds = tf.random.experimental.stateless_split(
+        tf.constant([_epoch_seed(seed, epoch), 1], tf.int64) + tf.stack([0, step]), 2)
+    a = tf.random.stateless_gamma([], seeds[0], alpha)
+    b = tf.random.stateless_gamma([], seeds[1], alpha)
+    weight = a / (a + b)
+    size = tf.shape(batch["label"])[0]
+    return {"image": weight * batch["image"] + (1 - weight) * tf.reverse(batch["image"], [0]),
+            "label": batch["label"], "mix_label": tf.reverse(batch["label"], [0]),
+            "mix": tf.fill([size], weight)}
+  return mix
+
+
+def _options(dataset):
+  tf = _tf()
+  options = tf.data.Options()
+  options.deterministic = True
+  options.autotune.enabled = True
+  options.threading.private_threadpool_size = 0
+  return dataset.with_options(options)
+
+
+def train_batches(config: ml_collections.ConfigDict, source: Source, start_step: int = 0,
+                  global_batch: int | None = None) -> Iterator[Batch]:
+  """Endless local training batches from global step `start_step` on."""
+  tf = _tf()
+  global_batch = global_batch or config.batch_size
+  batch = local_batch_size(global_batch)
+  per_epoch = steps_per_epoch(source, global_batch)
+  for epoch in itertools.count(start_step // per_epoch):
+    done = start_step - epoch * per_epoch if epoch == start_step // per_epoch else 0
+    seed = _epoch_seed(config.seed, epoch)
+    ds = source.dataset(shuffle_seed=seed)
+    ds = ds.shuffle(config.dataset.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    ds = ds.take(per_epoch * batch).enumerate().skip(done * batch)  # skip before decoding
+    ds = ds.map(_train_preprocess(config, config.seed, epoch), tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(batch, drop_remainder=True)
+    if config.augment.mixup_alpha > 0:
+      ds = ds.enumerate(done).map(_mixup(config.augment.mixup_alpha, config.seed, epoch))
+    yield from _options(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+
+
+def eval_batches(config: ml_collections.ConfigDict, source: Source,
+                 global_batch: int | None = None) -> Iterator[Batch]:
+  """Every example of the split once, as masked local batches (mask 0 = padding)."""
+  tf = _tf()
+  global_batch = global_batch or config.eval_batch_size
+  batch = local_batch_size(global_batch, "config.eval_batch_size")
+  model = config.model
+  num_batches = eval_steps(source, global_batch)
+
+  def preprocess(example):
+    image = preprocessing.decode_and_center_crop(example["image"], model.resolution,
+                                                 model.resize_method, model.eval_crop_fraction)
+    return {"image": image, "label": tf.cast(example["label"], tf.int32),
+            "mask": tf.constant(1.0, tf.float32)}
+  ds = source.dataset().map(preprocess, tf.data.AUTOTUNE, deterministic=True)
+  ds = _options(ds.batch(batch).prefetch(tf.data.AUTOTUNE))
+  shape = (batch, model.resolution, model.resolution, 3)
+  count = 0
+  for count, local in enumerate(ds.as_numpy_iterator(), start=1):
+    yield _pad(local, batch)
+  for _ in range(num_batches - count):  # this process ran out: keep step with the others
+    yield {"image": np.zeros(shape, np.float32), "label": np.zeros(batch, np.int32),
+           "mask": np.zeros(batch, np.float32)}
+
+
+def eval_steps(source: Source, global_batch: int) -> int:
+  largest_share = math.ceil(source.total_examples / jax.process_count())
+  return math.ceil(largest_share / (global_batch // jax.process_count()))
+
+
+def _pad(batch: Batch, size: int) -> Batch:
+  missing = size - len(batch["label"])
+  if missing == 0:
+    return batch
+  return {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
+          for k, v in batch.items()}
+
+
+def to_global(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
+  """Local batches of all processes -> global arrays sharded over the batch axis."""
+  sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def prefetch_to_device(batches: Iterator[Batch], mesh: Mesh, size: int = 2
+                       ) -> Iterator[dict[str, jax.Array]]:
+  """Keeps `size` batches in flight to the devices (transfers overlap compute)."""
+  queue: collections.deque[Any] = collections.deque()
+  for batch in batches:
+    queue.append(to_global(batch, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,189 @@
+"""Where examples come from: tfds datasets (ImageNet included), image folders, bundled digits.
+
+A `Source` yields encoded images and integer labels for one split and one
+process's disjoint share of it, and knows how many examples that share holds.
+Decoding happens later, fused with cropping, in `effnetlite.data.pipeline`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import ml_collections
+
+from effnetlite.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
+
+
+class DataError(UserError):
+  """A dataset that cannot be read as configured."""
+
+
+@dataclasses.dataclass
+class Source:
+  """One split's examples for one process: a tf.data of {image: bytes, label: int}."""
+  name: str
+  split: str
+  num_examples: int          # in this process's share
+  total_examples: int        # in the whole split, all processes
+  num_classes: int
+  make_dataset: Any          # (shuffle_seed: int | None) -> tf.data.Dataset
+  class_names: tuple[str, ...] = ()
+
+  def dataset(self, shuffle_seed: int | None = None):
+    return self.make_dataset(shuffle_seed)
+
+
+def _data_dir(config: ml_collections.ConfigDict) -> str:
+  return os.path.expanduser(config.data_dir or DEFAULT_DATA_DIR)
+
+
+def make_source(dataset_config: ml_collections.ConfigDict, split: str,
+                process_index: int = 0, process_count: int = 1) -> Source:
+  """The source a config names: "folder", "digits", or any tfds image dataset."""
+  name = dataset_config.name
+  if name == "folder":
+    return folder_source(dataset_config, split, process_index, process_count)
+  if name == "digits":
+    from effnetlite.data import digits  # noqa: F401  registers effnetlite_digits
+    name = "effnetlite_digits"
+  return tfds_source(dataset_config, name, split, process_index, process_count)
+
+
+def _tfds_builder(dataset_config: ml_collections.ConfigDict, name: str):
+  import tensorflow_datasets as tfds
+  try:
+    return tfds.builder(name, data_dir=_data_dir(dataset_config))
+  except tfds.core.registered.DatasetNotFoundError:
+    raise DataError(f"unknown dataset {name!r}; set config.dataset.name to a tfds image "
+                    "dataset, 'folder' (config.dataset.data_dir/<split>/<class>/*.jpg) or "
+                    "'digits' (bundled, offline)") from None
+
+
+def _prepare(builder, dataset_config: ml_collections.ConfigDict, name: str) -> None:
+  """Builds datasets whose data is local (bundled digits, ImageNet's manual archives)."""
+  import tensorflow_datasets as tfds
+  if builder.is_prepared():
+    return
+  if name == "effnetlite_digits":
+    builder.download_and_prepare()
+    return
+  if name == "imagenet2012":
+    manual = os.path.expanduser(dataset_config.manual_dir or
+                                os.path.join(_data_dir(dataset_config), "downloads", "manual"))
+    absent = [a for a in IMAGENET_ARCHIVES if not os.path.exists(os.path.join(manual, a))]
+    if absent:
+      raise DataError(
+          f"imagenet2012 is not prepared in {_data_dir(dataset_config)} and {manual} lacks "
+          f"{', '.join(absent)}: download them from image-net.org into that folder "
+          "(config.dataset.manual_dir), then rerun to build the tfds files")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+
+
+def _split_size(builder, split: str, dataset) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError):  # e.g. under tfds.testing.mock_data: count instead
+    count = int(dataset.cardinality())
+    return count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str,
+                process_index: int = 0, process_count: int = 1) -> Source:
+  import tensorflow_datasets as tfds
+  builder = _tfds_builder(dataset_config, name)
+  features = builder.info.features
+  if "image" not in features or "label" not in features:
+    raise DataError(f"dataset {name!r} has features {sorted(features)}, not 'image' and "
+                    "'label'; pick an image classification dataset")
+  num_classes = features["label"].num_classes
+  share = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+  def read(subsplit, shuffle_seed=None):
+    kwargs = dict(split=subsplit, shuffle_files=shuffle_seed is not None,
+                  decoders={"image": tfds.decode.SkipDecoding()},
+                  read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
+    try:
+      return builder.as_dataset(**kwargs)
+    except AssertionError:  # tfds' "could not find data": build it if we can, once
+      _prepare(builder, dataset_config, name)
+      return builder.as_dataset(**kwargs)
+    except (ValueError, KeyError) as error:
+      raise DataError(f"dataset {name!r} has no split {split!r} ({error}); set "
+                      "config.dataset.train_split / eval_split") from None
+
+  def dataset(shuffle_seed=None):
+    return read(share, shuffle_seed).map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+
+  total = _split_size(builder, split, read(split))
+  if total == 0:
+    raise DataError(f"split {split!r} of dataset {name!r} is empty; point "
+                    "config.dataset.train_split / eval_split at a split with examples")
+  local = total if process_count == 1 else _split_size(builder, share, read(share))
+  return Source(name, split, local, total, num_classes, dataset,
+                tuple(getattr(features["label"], "names", ())))
+
+
+def _readable(path: str) -> bool:
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      image.verify()
+    return True
+  except Exception:  # noqa: BLE001 - PIL raises many types for broken files
+    return False
+
+
+def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
+                  process_index: int = 0, process_count: int = 1) -> Source:
+  """data_dir/<split>/<class>/<image>; classes are the train split's sorted sub-folders."""
+  import tensorflow as tf
+  root = os.path.expanduser(dataset_config.data_dir)
+  class_root = os.path.join(root, dataset_config.train_split)
+  split_root = os.path.join(root, split)
+  for folder in (class_root, split_root):
+    if not os.path.isdir(folder):
+      raise DataError(f"image folder {folder} does not exist; lay images out as "
+                      f"{root}/<split>/<class>/<image>.jpg (config.dataset.data_dir)")
+  classes = sorted(d for d in os.listdir(class_root)
+                   if os.path.isdir(os.path.join(class_root, d)))
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    directory = os.path.join(split_root, name)
+    if os.path.isdir(directory):
+      for filename in sorted(os.listdir(directory)):
+        if filename.lower().endswith(IMAGE_EXTENSIONS):
+          files.append(os.path.join(directory, filename))
+          labels.append(label)
+  if not files:
+    raise DataError(f"image folder {split_root} holds no images in class sub-folders; add "
+                    f"<class>/<image>.jpg files ({', '.join(IMAGE_EXTENSIONS)})")
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    readable = list(pool.map(_readable, files))
+  broken = [f for f, ok in zip(files, readable) if not ok]
+  if broken:
+    if dataset_config.corrupt_images == "error":
+      raise DataError(f"{len(broken)} unreadable image(s) in {split_root}, first {broken[0]}; "
+                      "remove them or set config.dataset.corrupt_images=skip")
+    logging.warning("skipping %d unreadable image(s) in %s, first %s", len(broken),
+                    split_root, broken[0])
+    files = [f for f, ok in zip(files, readable) if ok]
+    labels = [label for label, ok in zip(labels, readable) if ok]
+  total = len(files)
+  files, labels = files[process_index::process_count], labels[process_index::process_count]
+
+  def dataset(shuffle_seed=None):
+    ds = tf.data.Dataset.from_tensor_slices((files, labels))
+    if shuffle_seed is not None:  # the file list is small: shuffle it whole
+      ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
+    return ds.map(lambda f, y: {"image": tf.io.read_file(f), "label": tf.cast(y, tf.int64)},
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return Source("folder", split, len(files), total, len(classes), dataset, tuple(classes))

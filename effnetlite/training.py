@@ -1,0 +1,198 @@
+"""`train_and_evaluate(config, workdir)`: the TF/TPU recipe with sharded data parallelism.
+
+One jit-compiled step over a Mesh of all devices of all processes (batch
+sharded, state replicated), orbax checkpoints that resume exactly (the data
+position is the step), EMA weights evaluated beside the raw ones, and the best
+EMA checkpoint kept apart in `workdir/best`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from effnetlite import checkpoints, evaluation, factory, optim, reporting, steps
+from effnetlite.data import pipeline, sources
+from effnetlite.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+  """The loss or a gradient became NaN/inf."""
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run when the usual environment says there is one."""
+  if jax.distributed.is_initialized():
+    return
+  env = os.environ
+  if "JAX_COORDINATOR_ADDRESS" in env:
+    if env.get("JAX_PLATFORMS", "cpu").startswith("cpu"):
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                               int(env["JAX_PROCESS_ID"]))
+  elif "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+    jax.distributed.initialize()
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Cheap checks that must fail in one line before anything compiles."""
+  if config.num_epochs <= 0 and config.max_steps <= 0:
+    raise UserError(f"config.num_epochs={config.num_epochs} must be positive")
+  for name in ("batch_size", "eval_batch_size"):
+    pipeline.local_batch_size(config[name], f"config.{name}")
+  if config.nonfinite_loss not in ("stop", "skip"):
+    raise UserError(f"config.nonfinite_loss={config.nonfinite_loss!r}; use stop or skip")
+  if config.optimizer.schedule not in optim.SCHEDULES:
+    raise UserError(f"config.optimizer.schedule={config.optimizer.schedule!r}; use one of "
+                    f"{', '.join(optim.SCHEDULES)}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+    with open(probe, "w", encoding="utf-8") as handle:
+      handle.write("ok")
+    os.remove(probe)
+  except OSError as error:
+    raise UserError(f"workdir {workdir} is not writable ({error.strerror}); pass a "
+                    "directory you can write to") from None
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+      handle.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+
+
+def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[str, Any]:
+  """TF-initialised variables, or imported ones with `config.init_from` (fine-tuning)."""
+  variables = factory.init_variables(module, config.model.resolution, config.seed)
+  if config.init_from:
+    # A different class count keeps the backbone and re-initialises the classifier.
+    variables = factory.load_variables(config.init_from, config, variables,
+                                       reset_classifier=None)
+  return variables
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics."""
+  initialize_distributed()
+  validate(config, workdir)
+  config = ml_collections.ConfigDict(config.to_dict())  # resolved, detached from the caller
+  mesh = pipeline.make_mesh()
+  train_source = sources.make_source(config.dataset, config.dataset.train_split,
+                                     jax.process_index(), jax.process_count())
+  eval_source = sources.make_source(config.dataset, config.dataset.eval_split,
+                                    jax.process_index(), jax.process_count())
+  if train_source.num_classes != config.dataset.num_classes:
+    raise UserError(f"dataset {config.dataset.name!r} has {train_source.num_classes} classes "
+                    f"but config.dataset.num_classes={config.dataset.num_classes}; set it to "
+                    f"{train_source.num_classes}")
+  per_epoch = (config.steps_per_epoch if config.steps_per_epoch > 0
+               else pipeline.steps_per_epoch(train_source, config.batch_size))
+  total_steps = (config.max_steps if config.max_steps > 0
+                 else int(round(config.num_epochs * per_epoch)))
+  eval_every = config.eval_every_steps or per_epoch
+  _save_config(config, workdir)
+
+  module = factory.module_from_config(config)
+  schedule = optim.learning_rate_schedule(config, config.batch_size, per_epoch, total_steps)
+  optimizer = optim.make_optimizer(config, schedule)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec(pipeline.BATCH_AXIS))
+
+  manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
+                                     keep=config.keep_checkpoints)
+  best = checkpoints.make_manager(os.path.join(workdir, "best"), keep=1,
+                                  best_metric="ema_top1")
+  abstract = jax.eval_shape(lambda: steps.create_train_state(
+      factory.init_variables(module, config.model.resolution), optimizer,
+      jax.random.PRNGKey(0)))
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          abstract)
+  state = checkpoints.restore_state(manager, abstract)
+  if state is None:
+    state = steps.create_train_state(initial_variables(config, module), optimizer,
+                                     jax.random.PRNGKey(config.seed))
+    state = jax.device_put(state, replicated)
+  start_step = int(state.step)
+  if start_step:
+    logging.info("resuming from step %d", start_step)
+
+  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
+                       in_shardings=(replicated, batch_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  evaluator = evaluation.make_evaluator(module, config.dataset.num_classes, mesh)
+  writer = reporting.MetricsWriter(workdir, resume_step=start_step)
+  batches = pipeline.prefetch_to_device(
+      pipeline.train_batches(config, train_source, start_step), mesh)
+
+  def run_eval(step: int) -> dict[str, float]:
+    results = {}
+    for prefix, variables in (("", {"params": state.params, "batch_stats": state.batch_stats}),
+                              ("ema_", {"params": state.ema_params,
+                                        "batch_stats": state.ema_batch_stats})):
+      metrics = evaluation.evaluate(
+          evaluator, variables, pipeline.eval_batches(config, eval_source), mesh,
+          pipeline.eval_steps(eval_source, config.eval_batch_size))
+      results.update({f"{prefix}eval_{k}": v for k, v in metrics.items()
+                      if k in ("top1", "top5", "loss")})
+      results[f"{prefix}eval_count"] = metrics["count"]
+    writer.write(step, {k: v for k, v in results.items() if not k.endswith("count")})
+    return results
+
+  bar = reporting.progress_bar(total_steps, start_step)
+  history, last_eval = [], {}
+  window_start, window_images = time.perf_counter(), 0
+  step = start_step
+  while step < total_steps:
+    state, metrics = train_step(state, next(batches))
+    step += 1
+    window_images += config.batch_size
+    history.append(metrics)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      logged = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
+      if logged.pop("finite") < 1.0 and config.nonfinite_loss == "stop":
+        first = next(i for i, m in enumerate(history) if float(m["finite"]) < 1.0)
+        raise NonFiniteLossError(
+            f"loss or gradients became non-finite at step {step - len(history) + first + 1}; "
+            "lower config.optimizer.base_learning_rate or set config.nonfinite_loss=skip")
+      elapsed = time.perf_counter() - window_start
+      logged["images_per_sec"] = window_images / elapsed
+      logged["epoch"] = step / per_epoch
+      writer.write(step, logged)
+      bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
+                      lr=f"{logged['learning_rate']:.3g}",
+                      img_s=f"{logged['images_per_sec']:.1f}", refresh=False)
+      history, window_start, window_images = [], time.perf_counter(), 0
+    bar.update(1)
+    is_last = step == total_steps
+    if step % eval_every == 0 or is_last:
+      last_eval = run_eval(step)
+      checkpoints.save(best, step, state, config.to_dict(), include_state=False,
+                       metrics={"ema_top1": last_eval["ema_eval_top1"]}, force=True)
+      bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
+                f"(EMA {last_eval['ema_eval_top1']:.4f}) on {last_eval['eval_count']} images")
+      window_start = time.perf_counter()  # evaluation time is not training throughput
+    if step % config.checkpoint_every_steps == 0 or is_last:
+      checkpoints.save(manager, step, state, config.to_dict(), force=is_last)
+  bar.close()
+  if not last_eval:  # resumed a finished run: report, do not retrain
+    last_eval = run_eval(step)
+  manager.wait_until_finished()
+  best.wait_until_finished()
+  writer.flush()
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "final_metrics.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+      json.dump({"step": step, **last_eval}, handle, indent=2)
+    os.replace(path + ".tmp", path)
+  return last_eval
