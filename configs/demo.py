@@ -21,6 +21,7 @@ def get_config():
   config.optimizer.warmup_epochs = 2
   config.optimizer.decay_epochs = 1.0
   config.optimizer.decay_factor = 0.9
+  config.model.bn_momentum = 0.9  # ~700 steps: statistics must keep up with the weights
   config.ema_decay = 0.99
   config.log_every_steps = 10
   config.checkpoint_every_steps = 200

@@ -1,0 +1,35 @@
+"""Small builders shared by tests: configs on tiny inputs and subprocess runners."""
+
+import os
+import subprocess
+import sys
+
+from effnetlite.config import base_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(name: str = "digits", resolution: int = 32, batch: int = 16, **dataset):
+  """lite0 at a small resolution: compiles and runs in seconds on CPU."""
+  config = base_config("lite0", resolution=resolution)
+  config.dataset.name = name
+  config.dataset.update(dataset)
+  config.batch_size = batch
+  config.eval_batch_size = batch
+  config.log_every_steps = 1
+  config.dataset.shuffle_buffer = 256
+  if name == "digits":
+    config.dataset.num_classes = 10
+    config.dataset.eval_split = "test"
+    config.augment.random_flip = False
+  return config
+
+
+def run_python(code: str, devices: int = 1, env: dict | None = None, timeout: int = 600):
+  """Runs `code` in a fresh interpreter with `devices` simulated CPU devices."""
+  environment = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+                     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                     PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "tests"))
+  environment.update(env or {})
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        cwd=ROOT, env=environment, timeout=timeout)
