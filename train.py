@@ -7,7 +7,7 @@ import effnetlite  # noqa: F401  (first: quiets TensorFlow before anything impor
 from absl import app, flags
 from ml_collections import config_flags
 
-from effnetlite.errors import UserError, exit_with, quiet_library_logs
+from effnetlite.errors import UserError, exit_with, parse_flags_or_exit, quiet_library_logs
 from effnetlite.training import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -26,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags_or_exit)

@@ -21,3 +21,20 @@ def quiet_library_logs() -> None:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("jax").setLevel(logging.WARNING)
+
+
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+  """absl flags parser for `app.run(..., flags_parser=...)`: bad flags get one line.
+
+  ml_collections raises AttributeError/KeyError deep in flag parsing for an
+  override of a key the config does not have.
+  """
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    key = str(error).strip("'\"")
+    exit_with(UserError(f"the config has no key {key!r}; check the --config.KEY=VALUE "
+                        "overrides against the config file"))
+  except (flags.Error, ValueError, TypeError) as error:
+    exit_with(UserError(f"bad command-line flag: {error}"))

@@ -57,6 +57,11 @@ def make_predict_fn(module: Any) -> Callable[[Any, np.ndarray], jax.Array]:
   return jax.jit(predict)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+  shifted = np.exp(logits - logits.max(-1, keepdims=True))
+  return shifted / shifted.sum(-1, keepdims=True)
+
+
 def class_names(num_classes: int) -> Sequence[str]:
   if num_classes == 1000:
     return [labels.imagenet_label(i) for i in range(1000)]

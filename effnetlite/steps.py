@@ -94,7 +94,7 @@ def make_train_step(module: Any, config: ml_collections.ConfigDict,
     metrics = {
         "loss": loss, "cross_entropy": data_loss,
         "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-        "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state.step), "grad_norm": optax.tree.norm(grads),
         "finite": finite.astype(jnp.float32)}
     return new, metrics
   return step_fn

@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from effnetlite import factory, inference
-from effnetlite.errors import UserError, exit_with, quiet_library_logs
+from effnetlite.errors import UserError, exit_with, parse_flags_or_exit, quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
 _WEIGHTS = flags.DEFINE_string("weights", "pretrained",
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags_or_exit)

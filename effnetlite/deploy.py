@@ -1,0 +1,138 @@
+"""One export command that checks its own result: build, calibrate, convert, verify, report.
+
+Calibration and checking images go through `preprocessing.decode_and_center_crop`,
+the same evaluation preprocessing that eval.py and predict use: most int8
+accuracy collapses users report come from calibrating on differently
+preprocessed images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from effnetlite import export, export_check, factory, inference, preprocessing
+from effnetlite.data import pipeline, sources
+from effnetlite.errors import UserError
+from effnetlite.sample_images import write_sample_photos
+
+
+@dataclasses.dataclass
+class ExportOptions:
+  weights: str = "pretrained"
+  format: str = "tflite"
+  quantize: str = "none"
+  io: str = "float32"
+  raw_pixels: bool = False        # normalisation inside the graph
+  probabilities: bool = False     # softmax inside the graph
+  batch_size: int = 1
+  calibration_steps: int = 2000
+  calibration_dir: str = ""
+  check_dir: str = ""             # default: the photos bundled with scikit-image/-learn
+  ema: bool = True
+  threads: int | None = None
+
+
+def _image_files(directory: str) -> list[str]:
+  files = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
+                 if f.lower().endswith(sources.IMAGE_EXTENSIONS + (".webp", ".tif", ".tiff")))
+  if not files:
+    raise UserError(f"no images in {directory}; pass a folder of JPEG/PNG files")
+  return files
+
+
+def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int | None = None
+                  ) -> Iterator[np.ndarray]:
+  """Evaluation-preprocessed pixels of the images in a folder, one batch of 1 at a time."""
+  model = config.model
+  for path in _image_files(directory)[:limit]:
+    yield inference.load_eval_image(path, model.resolution, model.resize_method,
+                                    model.eval_crop_fraction)[None]
+
+
+def dataset_pixels(config: ml_collections.ConfigDict) -> Iterator[np.ndarray]:
+  """Evaluation-preprocessed pixels of the configured dataset's eval split."""
+  source = sources.make_source(config.dataset, config.dataset.eval_split)
+  for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
+    yield batch["image"][batch["mask"] > 0]
+
+
+def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) -> Any:
+  if options.quantize != "int8":
+    return None
+  if options.calibration_steps <= 0:
+    raise UserError("int8 quantisation needs calibration data: set --calibration_steps > 0")
+  if options.calibration_dir:
+    batches = folder_pixels(options.calibration_dir, config, options.calibration_steps)
+  else:
+    try:
+      sources.make_source(config.dataset, config.dataset.eval_split)  # fail now, not mid-convert
+    except UserError as error:
+      raise UserError(f"int8 quantisation needs calibration data and the configured dataset "
+                      f"is unavailable ({error}); pass --calibration_dir=IMAGES") from None
+    batches = dataset_pixels(config)
+  return export.representative_dataset(batches, options.calibration_steps, options.raw_pixels)
+
+
+def export_model(config: ml_collections.ConfigDict, options: ExportOptions, output: str
+                 ) -> dict[str, Any]:
+  """Exports, verifies and writes `output` plus `output.report.json`; returns the report."""
+  export.check_options(options.format, options.quantize, options.io)
+  if options.batch_size < 1:
+    raise UserError(f"--batch_size={options.batch_size} must be at least 1")
+  directory = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+    raise UserError(f"cannot write to {directory}; pick an --output in a writable directory")
+  module, variables = factory.create_model(config)
+  variables = factory.load_variables(options.weights, config, variables, ema=options.ema)
+  representative = calibration_data(config, options)
+  predict = export.inference_function(module, variables, options.raw_pixels,
+                                      options.probabilities)
+  resolution = config.model.resolution
+  tf_module = export.tf_module(predict, options.batch_size, resolution, options.raw_pixels)
+  if options.format == "saved_model":
+    export.save_saved_model(tf_module, output)
+    return {"file": os.path.abspath(output), "format": "saved_model"}
+  data = export.convert_tflite(tf_module, options.quantize, options.io, representative)
+  export.write_atomically(data, output)
+  report = verify(config, module, variables, options, output, tf_module)
+  export.write_atomically(json.dumps(report, indent=2).encode(), output + ".report.json")
+  return report
+
+
+def check_images(config: ml_collections.ConfigDict, options: ExportOptions) -> np.ndarray:
+  if options.check_dir:
+    return np.concatenate(list(folder_pixels(options.check_dir, config)))
+  with tempfile.TemporaryDirectory() as directory:
+    write_sample_photos(directory)
+    return np.concatenate(list(folder_pixels(directory, config)))
+
+
+def verify(config: ml_collections.ConfigDict, module: Any, variables: Any,
+           options: ExportOptions, output: str, tf_module: Any) -> dict[str, Any]:
+  """Parity of the written file with JAX on held-out photos, plus latency vs float."""
+  pixels = check_images(config, options)
+  logits = np.asarray(jax.jit(module.apply)(variables, preprocessing.normalize(pixels)))
+  if options.probabilities:
+    logits = np.asarray(jax.nn.softmax(logits))
+  report = export_check.check_tflite(output, logits, pixels, probabilities=options.probabilities,
+                                     threads=options.threads)
+  report.update(quantize=options.quantize, io=options.io, weights=options.weights,
+                variant=config.model.name, resolution=config.model.resolution)
+  if options.quantize != "none":  # how much faster than the float file on this CPU
+    with tempfile.TemporaryDirectory() as directory:
+      float_path = os.path.join(directory, "float.tflite")
+      export.write_atomically(export.convert_tflite(tf_module), float_path)
+      from effnetlite.tflite import TFLiteModel
+      float_ms = TFLiteModel(float_path, options.threads).latency_ms()
+    report["float_latency_ms_batch1"] = float_ms
+    report["latency_ratio_vs_float"] = report["latency_ms_batch1"] / float_ms
+  return report
