@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt requirements-torch.txt requirements-test.tx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -r requirements-torch.txt -r requirements-test.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 test: setup

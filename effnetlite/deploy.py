@@ -59,8 +59,8 @@ def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int 
 
 
 def dataset_pixels(config: ml_collections.ConfigDict) -> Iterator[np.ndarray]:
-  """Evaluation-preprocessed pixels of the configured dataset's eval split."""
-  source = sources.make_source(config.dataset, config.dataset.eval_split)
+  """Evaluation-preprocessed pixels of the training split (kept apart from evaluation)."""
+  source = sources.make_source(config.dataset, config.dataset.train_split)
   for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
     yield batch["image"][batch["mask"] > 0]
 
@@ -74,7 +74,7 @@ def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) 
     batches = folder_pixels(options.calibration_dir, config, options.calibration_steps)
   else:
     try:
-      sources.make_source(config.dataset, config.dataset.eval_split)  # fail now, not mid-convert
+      sources.make_source(config.dataset, config.dataset.train_split)  # fail now, not mid-way
     except UserError as error:
       raise UserError(f"int8 quantisation needs calibration data and the configured dataset "
                       f"is unavailable ({error}); pass --calibration_dir=IMAGES") from None

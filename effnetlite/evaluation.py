@@ -40,3 +40,65 @@ def evaluate(evaluator: Callable, variables: Any, batches: Iterator[dict], mesh:
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
           "loss": float(totals["loss"]) / count, "count": int(round(count)),
           "images_per_sec": count / seconds, "steps": num_steps}
+
+
+def _progress(total_images: int, description: str) -> Callable[[int, float], None]:
+  from tqdm import tqdm
+  bar = tqdm(total=total_images, desc=description, unit="img", dynamic_ncols=True,
+             disable=jax.process_index() != 0, mininterval=1.0)
+
+  def update(_, count):
+    bar.update(int(round(count)))
+    if bar.n >= total_images:
+      bar.close()
+  return update
+
+
+def evaluate_tflite(path: str, config: Any, source: Any, threads: int | None = None
+                    ) -> dict[str, float]:
+  """The same metrics for a .tflite file, fed the same preprocessed images."""
+  import numpy as np
+
+  from effnetlite.steps import cross_entropy
+  from effnetlite.tflite import TFLiteModel
+  model = TFLiteModel(path, threads)
+  model.check_matches(config.model.resolution, config.dataset.num_classes)
+  update = _progress(source.num_examples, "eval tflite")
+  sums = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "count": 0}
+  start = time.perf_counter()
+  batches = pipeline.eval_batches(config, source, global_batch=jax.device_count())
+  for step, batch in enumerate(batches):
+    keep = batch["mask"] > 0
+    if not keep.any():
+      continue
+    logits, labels = model.logits(batch["image"][keep]), batch["label"][keep]
+    top5 = np.argsort(-logits, axis=-1)[:, :5]
+    sums["top1"] += float((top5[:, 0] == labels).sum())
+    sums["top5"] += float((top5 == labels[:, None]).any(-1).sum())
+    sums["loss"] += float(cross_entropy(logits, labels, model.num_classes).sum())
+    sums["count"] += int(keep.sum())
+    update(step, float(keep.sum()))
+  count = sums["count"]
+  return {"top1": sums["top1"] / count, "top5": sums["top5"] / count,
+          "loss": sums["loss"] / count, "count": count,
+          "images_per_sec": count / (time.perf_counter() - start)}
+
+
+def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
+                     ) -> dict[str, Any]:
+  """eval.py's work: metrics of pretrained weights, a checkpoint or a .tflite on a split."""
+  from effnetlite import factory
+  from effnetlite.data import sources
+  source = sources.make_source(config.dataset, split)
+  if weights.endswith(".tflite"):
+    metrics = evaluate_tflite(weights, config, source)
+  else:
+    mesh = pipeline.make_mesh()
+    module, variables = factory.create_model(config)
+    variables = factory.load_variables(weights, config, variables, ema=ema)
+    evaluator = make_evaluator(module, config.dataset.num_classes, mesh)
+    metrics = evaluate(evaluator, variables, pipeline.eval_batches(config, source), mesh,
+                       pipeline.eval_steps(source, config.eval_batch_size),
+                       progress=_progress(source.total_examples, "eval"))
+  return {**metrics, "weights": weights, "ema": ema and not weights.endswith(".tflite"),
+          "split": split, "variant": config.model.name, "dataset": config.dataset.name}

@@ -1,0 +1,1 @@
+"""Input data: sources (tfds, image folders, bundled digits) and the batching pipeline."""
