@@ -44,5 +44,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.argv = [arg.replace("--no-ema", "--noema") for arg in sys.argv]
+  sys.argv = ["--noema" if arg == "--no-ema" else arg for arg in sys.argv]
   app.run(main, flags_parser=parse_flags_or_exit)

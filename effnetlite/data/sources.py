@@ -96,6 +96,11 @@ def _split_size(builder, split: str, dataset) -> int:
     return count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
 
 
+def _empty(split: str, name: str) -> str:
+  return (f"split {split!r} of dataset {name!r} is empty; point config.dataset.train_split / "
+          "eval_split (or --split) at a split with examples")
+
+
 def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str,
                 process_index: int = 0, process_count: int = 1) -> Source:
   import tensorflow_datasets as tfds
@@ -117,6 +122,8 @@ def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str
       _prepare(builder, dataset_config, name)
       return builder.as_dataset(**kwargs)
     except (ValueError, KeyError) as error:
+      if "corresponds to no data" in str(error):
+        raise DataError(_empty(split, name)) from None
       raise DataError(f"dataset {name!r} has no split {split!r} ({error}); set "
                       "config.dataset.train_split / eval_split") from None
 
@@ -125,8 +132,7 @@ def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str
 
   total = _split_size(builder, split, read(split))
   if total == 0:
-    raise DataError(f"split {split!r} of dataset {name!r} is empty; point "
-                    "config.dataset.train_split / eval_split at a split with examples")
+    raise DataError(_empty(split, name))
   local = total if process_count == 1 else _split_size(builder, share, read(share))
   return Source(name, split, local, total, num_classes, dataset,
                 tuple(getattr(features["label"], "names", ())))

