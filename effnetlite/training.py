@@ -152,6 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bar = reporting.progress_bar(total_steps, start_step)
   history, last_eval = [], {}
   window_start, window_images = time.perf_counter(), 0
+  train_seconds, train_images = 0.0, 0
   step = start_step
   while step < total_steps:
     state, metrics = train_step(state, next(batches))
@@ -167,6 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "lower config.optimizer.base_learning_rate or set config.nonfinite_loss=skip")
       elapsed = time.perf_counter() - window_start
       logged["images_per_sec"] = window_images / elapsed
+      train_seconds, train_images = train_seconds + elapsed, train_images + window_images
       logged["epoch"] = step / per_epoch
       writer.write(step, logged)
       bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
@@ -190,6 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager.wait_until_finished()
   best.wait_until_finished()
   writer.flush()
+  if train_seconds:
+    last_eval["train_images_per_sec"] = train_images / train_seconds
   if jax.process_index() == 0:
     path = os.path.join(workdir, "final_metrics.json")
     with open(path + ".tmp", "w", encoding="utf-8") as handle:

@@ -169,3 +169,38 @@ def test_demo_reaches_95_percent_within_10_minutes(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert time.time() - start < 600
   assert json.load(open(tmp_path / "final_metrics.json"))["ema_eval_top1"] >= 0.95
+
+
+def _digit_folder(root, per_class_train=30, per_class_val=10):
+  """A 10-class image folder (JPEG/PNG files) made from scikit-learn's digits."""
+  from PIL import Image
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  counts = {}
+  for image, label in zip(digits.images, digits.target):
+    seen = counts.get(label, 0)
+    if seen >= per_class_train + per_class_val:
+      continue
+    counts[label] = seen + 1
+    split = "train" if seen < per_class_train else "validation"
+    directory = root / split / f"digit_{label}"
+    directory.mkdir(parents=True, exist_ok=True)
+    pixels = (image * 255 / 16).astype(np.uint8)
+    Image.fromarray(pixels).resize((96, 96)).convert("RGB").save(directory / f"{seen}.jpg")
+  return str(root)
+
+
+@pytest.mark.slow
+def test_finetuning_pretrained_beats_random_init(tmp_path):
+  from configs import finetune_folder
+  data_dir = _digit_folder(tmp_path / "folder")
+  results = {}
+  for init in ("pretrained", ""):
+    config = finetune_folder.get_config()
+    config.dataset.data_dir = data_dir
+    config.model.resolution = 96
+    config.augment.random_flip = False
+    config.max_steps = 60
+    config.init_from = init
+    results[init or "random"] = train_and_evaluate(config, str(tmp_path / (init or "random")))
+  assert results["pretrained"]["eval_top1"] > results["random"]["eval_top1"]

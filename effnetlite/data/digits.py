@@ -54,3 +54,22 @@ class EffnetliteDigits(tfds.core.GeneratorBasedBuilder):
       buffer = io.BytesIO()
       image.convert("RGB").save(buffer, format="PNG")
       yield int(index), {"image": buffer.getvalue(), "label": int(digits.target[index])}
+
+
+def write_example(path: str, index: int = 0) -> int:
+  """Writes test example `index` as a PNG (for the demo's predict step); returns its label."""
+  import os
+
+  from effnetlite.data.sources import DEFAULT_DATA_DIR
+  builder = EffnetliteDigits(data_dir=os.path.expanduser(DEFAULT_DATA_DIR))
+  builder.download_and_prepare()
+  dataset = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})
+  example = next(iter(dataset.skip(index).take(1)))
+  with open(path, "wb") as handle:
+    handle.write(example["image"].numpy())
+  return int(example["label"])
+
+
+if __name__ == "__main__":
+  import sys
+  print(f"wrote {sys.argv[1]}: a {write_example(sys.argv[1])}")

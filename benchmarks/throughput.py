@@ -1,0 +1,191 @@
+"""Training and inference speed of our model vs the PyTorch reference, measured in one run.
+
+  python benchmarks/throughput.py [--variant=lite0] [--batch=32] [--resolution=224]
+      [--dtype=float32|bfloat16] [--repeats=5] [--output=results.json]
+
+Alternates ours and theirs for every repeat after warm-up and reports the median
+images/s, the ratio ours/theirs, and achieved FLOP/s as a fraction of a matmul
+peak measured in the same run. Theirs: `efficientnet-lite-pytorch`, channels_last,
+threads = cores, inference under `torch.inference_mode`, AMP for bfloat16 on GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# glibc's allocator returns big buffers to the OS after every step, which costs PyTorch
+# ~3x on CPU (REFERENCE.md); set before anything allocates, for both frameworks alike.
+_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+if any(os.environ.get(k) != v for k, v in _MALLOC.items()):
+  os.environ.update(_MALLOC)
+  os.execv(sys.executable, [sys.executable] + sys.argv)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from effnetlite import config as config_lib  # noqa: E402
+from effnetlite import factory, optim, scaling, steps  # noqa: E402
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = matmul(a)
+  out.block_until_ready()
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def ours(config, batch: int, dtype: str):
+  """(train_fn, infer_fn(batch_size)) each returning seconds for one call."""
+  config.model.dtype = dtype
+  module = factory.module_from_config(config)
+  variables = factory.init_variables(module, config.model.resolution)
+  schedule = optim.learning_rate_schedule(config, batch, 100, 1000)
+  optimizer = optim.make_optimizer(config, schedule)
+  state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(0))
+  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
+                       donate_argnums=0)
+  resolution = config.model.resolution
+  images = jnp.asarray(np.random.RandomState(0).uniform(0, 255, (batch, resolution,
+                                                                 resolution, 3)), jnp.float32)
+  data = {"image": images, "label": jnp.zeros((batch,), jnp.int32)}
+  infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
+  holder = {"state": state}
+
+  def train():
+    start = time.perf_counter()
+    holder["state"], metrics = train_step(holder["state"], data)
+    metrics["loss"].block_until_ready()
+    return time.perf_counter() - start
+
+  def inference(size):
+    x = images[:size]
+    def run():
+      start = time.perf_counter()
+      infer(variables, x).block_until_ready()
+      return time.perf_counter() - start
+    return run
+  return train, inference
+
+
+def theirs(name: str, batch: int, resolution: int, dtype: str):
+  import torch
+  from efficientnet_lite_pytorch import EfficientNet
+  torch.set_num_threads(os.cpu_count())
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  model = EfficientNet.from_name(f"efficientnet-{name}").to(device)
+  model = model.to(memory_format=torch.channels_last)
+  optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, eps=1e-3,
+                                  momentum=0.9)
+  images = torch.rand(batch, 3, resolution, resolution, device=device).to(
+      memory_format=torch.channels_last)
+  labels = torch.zeros(batch, dtype=torch.long, device=device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def train():
+    model.train()
+    start = time.perf_counter()
+    with autocast:
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    sync()
+    return time.perf_counter() - start
+
+  def inference(size):
+    x = images[:size]
+    def run():
+      model.eval()
+      start = time.perf_counter()
+      with torch.inference_mode(), autocast:
+        model(x)
+      sync()
+      return time.perf_counter() - start
+    return run
+  return train, inference
+
+
+def measure(pairs, warmup: int, repeats: int) -> dict[str, list[float]]:
+  """Alternates the timed functions so that drift in machine speed hits both alike."""
+  times = {name: [] for name in pairs}
+  for _ in range(warmup):
+    for fn in pairs.values():
+      fn()
+  for _ in range(repeats):
+    for name, fn in pairs.items():
+      times[name].append(fn())
+  return times
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variant", default="lite0")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--resolution", type=int, default=0, help="default: the variant's")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--output", default="")
+  args = parser.parse_args()
+  config = config_lib.variant_config(args.variant)
+  if args.resolution:
+    config.model.resolution = args.resolution
+  resolution = config.model.resolution
+  model = config.model
+  macs = scaling.count_macs(model.width, model.depth, resolution)
+  peak = matmul_peak_flops()
+  our_train, our_infer = ours(config, args.batch, args.dtype)
+  pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(args.batch),
+           "ours_infer_1": our_infer(1)}
+  if not args.no_torch:
+    their_train, their_infer = theirs(args.variant, args.batch, resolution, args.dtype)
+    pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(args.batch),
+                 theirs_infer_1=their_infer(1))
+  times = measure(pairs, args.warmup, args.repeats)
+  rows = []
+  for task, key, images, flops_per_image in (
+      ("train", "train", args.batch, 6 * macs),
+      (f"inference batch {args.batch}", "infer_batch", args.batch, 2 * macs),
+      ("inference batch 1", "infer_1", 1, 2 * macs)):
+    our_rate = images / statistics.median(times[f"ours_{key}"])
+    row = {"task": task, "ours_images_per_sec": our_rate,
+           "ours_fraction_of_peak": our_rate * flops_per_image / peak}
+    if f"theirs_{key}" in times:
+      their_rate = images / statistics.median(times[f"theirs_{key}"])
+      row.update(theirs_images_per_sec=their_rate, ratio=our_rate / their_rate,
+                 theirs_fraction_of_peak=their_rate * flops_per_image / peak)
+    rows.append(row)
+  machine = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+             "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+             "matmul_peak_gflops": peak / 1e9}
+  result = {"variant": args.variant, "batch": args.batch, "resolution": resolution,
+            "dtype": args.dtype, "repeats": args.repeats, "machine": machine, "rows": rows}
+  print(f"{args.variant} @ {resolution}, {args.dtype}, {machine['device']} "
+        f"({machine['cpus']} cpus), matmul peak {peak / 1e9:.0f} GFLOP/s\n")
+  print("| task | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | PyTorch % peak |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['task']} | {r['ours_images_per_sec']:.1f} | "
+          f"{r.get('theirs_images_per_sec', float('nan')):.1f} | {r.get('ratio', float('nan')):.2f} | "
+          f"{100 * r['ours_fraction_of_peak']:.1f}% | "
+          f"{100 * r.get('theirs_fraction_of_peak', float('nan')):.1f}% |")
+  if args.output:
+    with open(args.output, "w", encoding="utf-8") as handle:
+      json.dump(result, handle, indent=2)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,32 @@
+"""Fine-tunes pretrained lite0 on your own image folder.
+
+  python train.py --config=configs/finetune_folder.py --workdir=runs/ft \
+      --config.dataset.data_dir=/data/flowers --config.dataset.num_classes=5
+
+Layout: <data_dir>/train/<class>/<image> and <data_dir>/validation/<class>/<image>.
+The ImageNet backbone is imported and the classifier re-initialised for
+`num_classes`; a short, gentle schedule (no long warm-up, small LR) suits it.
+"""
+
+from effnetlite.config import base_config
+
+
+def get_config():
+  config = base_config("lite0", width=1.0, depth=1.0, resolution=224, dropout_rate=0.2)
+  config.init_from = "pretrained"
+  config.dataset.name = "folder"
+  config.dataset.data_dir = ""        # required: --config.dataset.data_dir=...
+  config.dataset.num_classes = 10
+  config.dataset.shuffle_buffer = 4096
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_epochs = 10
+  config.optimizer.base_learning_rate = 0.004
+  config.optimizer.warmup_epochs = 1
+  config.optimizer.decay_epochs = 1.0
+  config.optimizer.decay_factor = 0.9
+  config.model.bn_momentum = 0.9
+  config.ema_decay = 0.99
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 500
+  return config
