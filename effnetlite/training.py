@@ -50,6 +50,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
     pipeline.local_batch_size(config[name], f"config.{name}")
   if config.nonfinite_loss not in ("stop", "skip"):
     raise UserError(f"config.nonfinite_loss={config.nonfinite_loss!r}; use stop or skip")
+  if config.augment.policy not in ("none", "randaugment", "autoaugment"):
+    raise UserError(f"config.augment.policy={config.augment.policy!r}; use none, randaugment "
+                    "or autoaugment")
   if config.optimizer.schedule not in optim.SCHEDULES:
     raise UserError(f"config.optimizer.schedule={config.optimizer.schedule!r}; use one of "
                     f"{', '.join(optim.SCHEDULES)}")

@@ -227,3 +227,15 @@ def test_digits_builds_offline(digits_dir):
   train = sources.make_source(config.dataset, "train")
   test = sources.make_source(config.dataset, "test")
   assert (train.num_examples, test.num_examples, train.num_classes) == (1438, 359, 10)
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "autoaugment"])
+def test_augmentation_policies_run_in_the_pipeline(digits_dir, policy):
+  config = tiny_config(data_dir=digits_dir, batch=8)
+  config.augment.policy = policy
+  source = sources.make_source(config.dataset, "train")
+  first = _first_batches(config, source, 0, 2)
+  again = _first_batches(config, source, 0, 2)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  assert first[0]["image"].shape == (8, 32, 32, 3) and first[0]["image"].max() <= 255
