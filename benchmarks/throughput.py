@@ -125,6 +125,7 @@ def measure(pairs, warmup: int, repeats: int) -> dict[str, list[float]]:
       fn()
   for _ in range(repeats):
     for name, fn in pairs.items():
+      time.sleep(0.3)  # lets the other framework's spinning worker threads go idle first
       times[name].append(fn())
   return times
 

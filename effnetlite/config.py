@@ -61,7 +61,6 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   dataset.num_classes = 1000
   dataset.corrupt_images = "skip"   # skip (counted in a warning) | error
   dataset.shuffle_buffer = 16_384
-  dataset.cache = False
 
   config.augment = augment = ml_collections.ConfigDict()
   augment.min_object_covered = 0.1
@@ -95,7 +94,7 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   config.eval_batch_size = 1024
   config.seed = 0
   config.nonfinite_loss = "stop"        # stop | skip
-  config.cross_device_batch_norm = True
+  # BN statistics are always over the global batch: the step is jitted over global arrays.
   config.log_every_steps = 100
   config.eval_every_steps = 0           # 0: at the end of every epoch
   config.checkpoint_every_steps = 1000
@@ -103,8 +102,4 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   config.init_from = ""                 # "" | pretrained | PATH
   config.steps_per_epoch = -1           # -1: split size / batch size
   config.max_steps = -1                 # -1: num_epochs * steps_per_epoch
-
-  config.export = export = ml_collections.ConfigDict()
-  export.calibration_steps = 2000
-  export.batch_size = 1
   return config

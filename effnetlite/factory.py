@@ -90,6 +90,12 @@ def load_variables(weights: str, config: ml_collections.ConfigDict, template: di
   else:
     path = os.path.expanduser(weights)
   if checkpoints.is_training_checkpoint(path):
+    trained = checkpoints.read_config(path)["model"]
+    if (trained["width"], trained["depth"]) != (model.width, model.depth):
+      raise importers.WeightsError(
+          f"checkpoint {path} was trained as {trained['name']} (width {trained['width']}, "
+          f"depth {trained['depth']}) but the config is {model.name} (width {model.width}, "
+          f"depth {model.depth}); pass the config it was trained with")
     return checkpoints.load_variables(path, template, ema=ema, reset_classifier=reset_classifier,
                                       model_name=model.name)
   return importers.load_external(path, template, model.width, model.depth, reset_classifier,

@@ -20,6 +20,12 @@ from effnetlite import layers, scaling
 relu6 = jax.nn.relu6
 
 
+def batch_norm(owner: nn.Module, name: str, train: bool) -> nn.BatchNorm:
+  """TF's BN (momentum 0.99, epsilon 1e-3 by default) with the owner's settings."""
+  return nn.BatchNorm(use_running_average=not train, momentum=owner.bn_momentum,
+                      epsilon=owner.bn_epsilon, dtype=owner.dtype, name=name)
+
+
 class MBConvBlock(nn.Module):
   """Inverted residual: [1x1 expand] -> depthwise -> 1x1 project (+ drop-connect)."""
   spec: scaling.BlockSpec
@@ -30,8 +36,7 @@ class MBConvBlock(nn.Module):
   dtype: Any = jnp.float32
 
   def _bn(self, name: str, train: bool) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+    return batch_norm(self, name, train)
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False) -> jax.Array:
@@ -82,8 +87,7 @@ class EfficientNetLite(nn.Module):
   dtype: Any = jnp.float32
 
   def _bn(self, name: str, train: bool) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+    return batch_norm(self, name, train)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False,

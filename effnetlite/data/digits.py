@@ -69,7 +69,3 @@ def write_example(path: str, index: int = 0) -> int:
     handle.write(example["image"].numpy())
   return int(example["label"])
 
-
-if __name__ == "__main__":
-  import sys
-  print(f"wrote {sys.argv[1]}: a {write_example(sys.argv[1])}")
