@@ -35,7 +35,7 @@ class TFLiteModel:
     if channels != 3:
       raise UserError(f"{path} takes {channels}-channel input, not RGB")
     # Exported graphs either normalise inside (raw pixels in) or expect normalised input.
-    self.takes_raw_pixels = _metadata_flag(self.interpreter)
+    self.takes_raw_pixels = _input_is_raw_pixels(self.interpreter)
 
   @property
   def input_dtype(self) -> Any:
@@ -109,7 +109,7 @@ class TFLiteModel:
             "input_is_raw_pixels": self.takes_raw_pixels}
 
 
-def _metadata_flag(interpreter: Any) -> bool:
+def _input_is_raw_pixels(interpreter: Any) -> bool:
   """True when the exporter put normalisation inside the graph (input named `pixels`)."""
   signatures = interpreter.get_signature_list()
   return any("pixels" in spec.get("inputs", ()) for spec in signatures.values())

@@ -109,3 +109,19 @@ def test_unwritable_output(tmp_path):
 def _lite1_weights():
   from effnetlite.factory import pretrained_weights_path
   return pretrained_weights_path("lite1")
+
+
+def test_saved_model_serves_same_logits(tmp_path, photos):
+  import jax
+  import numpy as np
+  import tensorflow as tf
+  from effnetlite import factory, inference, preprocessing
+  config = config_lib.variant_config("lite0")
+  output = str(tmp_path / "saved")
+  deploy.export_model(config, deploy.ExportOptions(format="saved_model"), output)
+  pixels = inference.load_eval_image(os.path.join(photos, "coffee.png"), 224)[None]
+  served = tf.saved_model.load(output).signatures["serving_default"](
+      images=tf.constant(preprocessing.normalize(pixels)))["logits"].numpy()
+  module, variables = factory.create_model("lite0", pretrained=True)
+  expected = np.asarray(jax.jit(module.apply)(variables, preprocessing.normalize(pixels)))
+  assert np.abs(served - expected).max() <= 1e-4

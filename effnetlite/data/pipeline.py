@@ -31,8 +31,10 @@ BATCH_AXIS = "batch"
 
 def _tf():
   import tensorflow as tf
-  # The input pipeline must not take accelerator memory from JAX.
-  tf.config.set_visible_devices([], "GPU")
+  try:  # the input pipeline must not take accelerator memory from JAX
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # already initialised: it was hidden by the first call
+    pass
   return tf
 
 
