@@ -81,7 +81,7 @@ def pretrained_weights_path(name: str) -> str:
 def load_variables(weights: str, config: ml_collections.ConfigDict, template: dict[str, Any],
                    reset_classifier: bool | None = False, ema: bool = True) -> dict[str, Any]:
   """Variables for `config` from `weights`: "pretrained", "random", a file or a directory."""
-  from effnetlite import checkpoints  # noqa: orbax imported only when needed
+  from effnetlite import checkpoints  # orbax: imported only when needed
   model = config.model
   if weights == "random":  # the TF initialisers: for latency and export checks
     return template

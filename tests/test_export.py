@@ -85,7 +85,7 @@ def _export(*args, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--quantize=int4"], "unknown quantize mode 'int4'"),
-    (["--quantize=int8", f"--config.dataset.data_dir=/nonexistent/tfds",
+    (["--quantize=int8", "--config.dataset.data_dir=/nonexistent/tfds",
       "--config.dataset.manual_dir=/nonexistent/manual"], "needs calibration data"),
     (["--io=int8"], "--io=int8 needs --quantize=int8"),
     (["--weights=LITE1"], "weights do not fit lite0"),
