@@ -58,9 +58,9 @@ def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int 
                                     model.eval_crop_fraction)[None]
 
 
-def dataset_pixels(config: ml_collections.ConfigDict) -> Iterator[np.ndarray]:
-  """Evaluation-preprocessed pixels of the training split (kept apart from evaluation)."""
-  source = sources.make_source(config.dataset, config.dataset.train_split)
+def dataset_pixels(config: ml_collections.ConfigDict, source: sources.Source
+                   ) -> Iterator[np.ndarray]:
+  """Evaluation-preprocessed pixels of `source` (the training split, apart from evaluation)."""
   for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
     yield batch["image"][batch["mask"] > 0]
 
@@ -73,12 +73,12 @@ def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) 
   if options.calibration_dir:
     batches = folder_pixels(options.calibration_dir, config, options.calibration_steps)
   else:
-    try:
-      sources.make_source(config.dataset, config.dataset.train_split)  # fail now, not mid-way
+    try:  # fail now, not in the middle of the conversion
+      source = sources.make_source(config.dataset, config.dataset.train_split)
     except UserError as error:
       raise UserError(f"int8 quantisation needs calibration data and the configured dataset "
                       f"is unavailable ({error}); pass --calibration_dir=IMAGES") from None
-    batches = dataset_pixels(config)
+    batches = dataset_pixels(config, source)
   return export.representative_dataset(batches, options.calibration_steps, options.raw_pixels)
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from effnetlite import steps
+from effnetlite import reporting, steps
 from effnetlite.data import pipeline
 
 
@@ -32,20 +32,22 @@ def evaluate(evaluator: Callable, variables: Any, batches: Iterator[dict], mesh:
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if progress is not None:
       progress(index + 1, float(sums["count"]))
+  return {**_averages(totals, time.perf_counter() - start), "steps": num_steps}
+
+
+def _averages(totals: dict | None, seconds: float) -> dict[str, float]:
+  """Summed metrics -> top1/top5 fractions, mean loss, exact count, images/s."""
   if totals is None:
     raise ValueError("evaluation split is empty")
   totals = jax.device_get(totals)
   count = float(totals["count"])
-  seconds = time.perf_counter() - start
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
           "loss": float(totals["loss"]) / count, "count": int(round(count)),
-          "images_per_sec": count / seconds, "steps": num_steps}
+          "images_per_sec": count / seconds}
 
 
 def _progress(total_images: int, description: str) -> Callable[[int, float], None]:
-  from tqdm import tqdm
-  bar = tqdm(total=total_images, desc=description, unit="img", dynamic_ncols=True,
-             disable=jax.process_index() != 0, mininterval=1.0)
+  bar = reporting.progress_bar(total_images, description=description, unit="img")
 
   def update(_, count):
     bar.update(int(round(count)))
@@ -57,31 +59,22 @@ def _progress(total_images: int, description: str) -> Callable[[int, float], Non
 def evaluate_tflite(path: str, config: Any, source: Any, threads: int | None = None
                     ) -> dict[str, float]:
   """The same metrics for a .tflite file, fed the same preprocessed images."""
-  import numpy as np
-
-  from effnetlite.steps import cross_entropy
   from effnetlite.tflite import TFLiteModel
   model = TFLiteModel(path, threads)
   model.check_matches(config.model.resolution, config.dataset.num_classes)
   update = _progress(source.num_examples, "eval tflite")
-  sums = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "count": 0}
+  totals = None
   start = time.perf_counter()
   batches = pipeline.eval_batches(config, source, global_batch=jax.device_count())
   for step, batch in enumerate(batches):
     keep = batch["mask"] > 0
     if not keep.any():
       continue
-    logits, labels = model.logits(batch["image"][keep]), batch["label"][keep]
-    top5 = np.argsort(-logits, axis=-1)[:, :5]
-    sums["top1"] += float((top5[:, 0] == labels).sum())
-    sums["top5"] += float((top5 == labels[:, None]).any(-1).sum())
-    sums["loss"] += float(cross_entropy(logits, labels, model.num_classes).sum())
-    sums["count"] += int(keep.sum())
-    update(step, float(keep.sum()))
-  count = sums["count"]
-  return {"top1": sums["top1"] / count, "top5": sums["top5"] / count,
-          "loss": sums["loss"] / count, "count": count,
-          "images_per_sec": count / (time.perf_counter() - start)}
+    sums = steps.summed_metrics(model.logits(batch["image"][keep]), batch["label"][keep],
+                                batch["mask"][keep], model.num_classes)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    update(step, float(sums["count"]))
+  return _averages(totals, time.perf_counter() - start)
 
 
 def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True

@@ -51,8 +51,9 @@ class MetricsWriter:
       self._summary.flush()
 
 
-def progress_bar(total: int, initial: int = 0, description: str = "train") -> Any:
+def progress_bar(total: int, initial: int = 0, description: str = "train",
+                 unit: str = "step") -> Any:
   """A tqdm bar on process 0 (ETA built in); a silent stand-in elsewhere."""
   from tqdm import tqdm
-  return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True,
+  return tqdm(total=total, initial=initial, desc=description, unit=unit, dynamic_ncols=True,
               disable=jax.process_index() != 0, file=sys.stderr, mininterval=1.0)

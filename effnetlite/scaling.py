@@ -123,14 +123,14 @@ def count_params(width: float, depth: float, num_classes: int = 1000,
   """Trainable parameters: conv/dense kernels, dense bias, BN scale and offset."""
   bn = lambda c: 2 * c  # noqa: E731 - scale + offset
   total = 3 * 3 * 3 * stem_channels + bn(stem_channels)
-  for block in block_specs(width, depth, stem_channels=stem_channels):
+  specs = block_specs(width, depth, stem_channels=stem_channels)
+  for block in specs:
     hidden = block.expanded_channels
     if block.expand_ratio != 1:
       total += block.in_channels * hidden + bn(hidden)
     total += block.kernel_size ** 2 * hidden + bn(hidden)
     total += hidden * block.out_channels + bn(block.out_channels)
-  last = block_specs(width, depth)[-1].out_channels
-  total += last * head_channels + bn(head_channels)
+  total += specs[-1].out_channels * head_channels + bn(head_channels)
   total += head_channels * num_classes + num_classes
   return total
 
@@ -141,15 +141,15 @@ def count_macs(width: float, depth: float, resolution: int, num_classes: int = 1
   """Exact multiply-accumulates of all convolutions and the classifier."""
   size = _same_output(resolution, 2)
   total = size * size * 3 * 3 * 3 * stem_channels
-  for block in block_specs(width, depth, stem_channels=stem_channels):
+  specs = block_specs(width, depth, stem_channels=stem_channels)
+  for block in specs:
     hidden = block.expanded_channels
     if block.expand_ratio != 1:
       total += size * size * block.in_channels * hidden
     size = _same_output(size, block.stride)
     total += size * size * block.kernel_size ** 2 * hidden
     total += size * size * hidden * block.out_channels
-  last = block_specs(width, depth)[-1].out_channels
-  total += size * size * last * head_channels
+  total += size * size * specs[-1].out_channels * head_channels
   total += head_channels * num_classes
   return total
 

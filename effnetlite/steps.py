@@ -100,17 +100,21 @@ def make_train_step(module: Any, config: ml_collections.ConfigDict,
   return step_fn
 
 
+def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                   num_classes: int) -> dict[str, jax.Array]:
+  """count, loss, top-1 and top-5 hits summed over the unmasked examples."""
+  logits = jnp.asarray(logits, jnp.float32)
+  top5 = jax.lax.top_k(logits, min(5, num_classes))[1]
+  return {
+      "count": mask.sum(),
+      "loss": (cross_entropy(logits, labels, num_classes) * mask).sum(),
+      "top1": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
+      "top5": ((top5 == labels[:, None]).any(-1) * mask).sum()}
+
+
 def make_eval_step(module: Any, num_classes: int) -> Callable[[dict, dict], dict]:
   """(variables, batch) -> summed metrics over the batch's unmasked examples."""
   def eval_fn(variables: dict, batch: dict) -> dict:
     logits = module.apply(variables, normalize(batch["image"]), train=False)
-    logits = logits.astype(jnp.float32)
-    mask = batch["mask"]
-    labels = batch["label"]
-    top5 = jax.lax.top_k(logits, min(5, num_classes))[1]
-    return {
-        "count": mask.sum(),
-        "loss": (cross_entropy(logits, labels, num_classes) * mask).sum(),
-        "top1": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
-        "top5": ((top5 == labels[:, None]).any(-1) * mask).sum()}
+    return summed_metrics(logits, batch["label"], batch["mask"], num_classes)
   return eval_fn

