@@ -16,6 +16,7 @@ fastest one without changing checkpoints or exports:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -61,23 +62,119 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """Depthwise convolution as a sum of k*k strided, shifted slices."""
-  k = kernel.shape[0]
-  _, height, width, _ = x.shape
-  pad_h, pad_w = same_padding(height, k, stride), same_padding(width, k, stride)
-  x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+def _windows(x: jax.Array, kernel_size: int, stride: int) -> list[jax.Array]:
+  """The k*k strided views of the SAME-padded input that tap (i, j) of the kernel sees."""
+  k = kernel_size
+  batch, height, width, channels = x.shape
+  x = jnp.pad(x, ((0, 0), same_padding(height, k, stride), same_padding(width, k, stride),
+                  (0, 0)))
   out_h, out_w = -(-height // stride), -(-width // stride)
+  return [lax.slice(x, (0, i, j, 0),
+                    (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, channels),
+                    (1, stride, stride, 1))
+          for i in range(k) for j in range(k)]
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  taps = kernel.reshape(-1, kernel.shape[-1])
   result = None
-  for i in range(k):
-    for j in range(k):
-      window = lax.slice(
-          x, (0, i, j, 0),
-          (x.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, x.shape[3]),
-          (1, stride, stride, 1))
-      term = window * kernel[i, j, 0]
-      result = term if result is None else result + term
+  for window, tap in zip(_windows(x, kernel.shape[0], stride), taps):
+    term = window * tap
+    result = term if result is None else result + term
   return result
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Depthwise convolution as a sum of k*k strided, shifted slices.
+
+  The kernel gradient has its own rule: autodiff materialises each of the k*k
+  padded windows and reduces them one by one (~60% of a lite0 training step on
+  CPU); one variadic reduce over all taps reads the input once and is 4-8x faster.
+  """
+  return _shifted_sum(x, kernel, stride)
+
+
+def _depthwise_shifted_fwd(x, kernel, stride):
+  return _shifted_sum(x, kernel, stride), (x, kernel)
+
+
+def _input_gradient(cotangent: jax.Array, kernel: jax.Array, stride: int,
+                    input_shape: tuple[int, ...]) -> jax.Array:
+  """Gradient w.r.t. the input, as a correlation of the cotangent with the kernel.
+
+  Input pixel y gets tap i from output o = (y + pad - i) / stride when that divides.
+  With stride s the input splits into s*s phases (y mod s), each a plain shifted sum
+  of the once-padded cotangent over the taps of its parity; the phases are then
+  interleaved. Autodiff's k*k interior-padded copies instead make XLA recompute the
+  cotangent's producers in every tap (~3x slower on CPU).
+  """
+  k = kernel.shape[0]
+  batch, height, width, channels = input_shape
+  pad_top, pad_left = same_padding(height, k, stride)[0], same_padding(width, k, stride)[0]
+  rows, cols = -(-height // stride), -(-width // stride)
+  padded = jnp.pad(cotangent, ((0, 0), (k, k), (k, k), (0, 0)))
+  phases = []
+  for p in range(stride):
+    phase_row = []
+    for q in range(stride):
+      result = None
+      for i in range(k):
+        for j in range(k):
+          if (p + pad_top - i) % stride or (q + pad_left - j) % stride:
+            continue
+          top, left = k + (p + pad_top - i) // stride, k + (q + pad_left - j) // stride
+          window = lax.slice(padded, (0, top, left, 0), (batch, top + rows, left + cols, channels))
+          term = window * kernel[i, j, 0]
+          result = term if result is None else result + term
+      phase_row.append(result)
+    phases.append(phase_row)
+  if stride == 1:
+    return phases[0][0]
+  interleaved = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)
+  return interleaved.reshape(batch, rows * stride, cols * stride, channels)[:, :height, :width]
+
+
+def _depthwise_shifted_bwd(stride, residuals, cotangent):
+  x, kernel = residuals
+  input_grad = _input_gradient(cotangent, kernel, stride, x.shape)
+  # Products in float32, summed along rows first (short sums: float32 rounding stays
+  # at autodiff's level for any batch or resolution), then over batch and rows.
+  cotangent = cotangent.astype(jnp.float32)
+  products = [window.astype(jnp.float32) * cotangent
+              for window in _windows(x, kernel.shape[0], stride)]
+  row_sums = lax.reduce(products, [jnp.float32(0)] * len(products),
+                        lambda a, b: [u + v for u, v in zip(a, b)], (2,))
+  kernel_grad = jnp.stack(row_sums).sum(axis=(1, 2))
+  return input_grad.astype(x.dtype), kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_shifted.defvjp(_depthwise_shifted_fwd, _depthwise_shifted_bwd)
+
+
+@jax.custom_vjp
+def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """1x1 convolution as one matmul over all pixels: (..., Cin) @ (Cin, Cout)."""
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _pointwise_dot_fwd(x, kernel):
+  return pointwise_dot(x, kernel), (x, kernel)
+
+
+def _pointwise_dot_bwd(residuals, cotangent):
+  x, kernel = residuals
+  input_grad = lax.dot_general(cotangent, kernel, (((cotangent.ndim - 1,), (1,)), ((), ())))
+  pixels_in = x.reshape(-1, x.shape[-1])
+  pixels_out = cotangent.reshape(-1, cotangent.shape[-1])
+  if pixels_in.shape[1] <= pixels_out.shape[1]:
+    kernel_grad = jnp.matmul(jnp.transpose(pixels_in), pixels_out)
+  else:
+    kernel_grad = jnp.transpose(jnp.matmul(jnp.transpose(pixels_out), pixels_in))
+  return input_grad, kernel_grad.astype(kernel.dtype)
+
+
+pointwise_dot.defvjp(_pointwise_dot_fwd, _pointwise_dot_bwd)
 
 
 class DepthwiseConv(nn.Module):
@@ -115,6 +212,6 @@ class Conv(nn.Module):
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if k == 1 and self.stride == 1 and resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
-      return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+      return pointwise_dot(x, kernel[0, 0])
     return lax.conv_general_dilated(
         x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_DIMENSIONS)
