@@ -21,7 +21,7 @@ import time
 
 # glibc's allocator returns big buffers to the OS after every step, which costs PyTorch
 # ~3x on CPU (REFERENCE.md); set before anything allocates, for both frameworks alike.
-_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000", "MALLOC_ARENA_MAX": "1"}
 if any(os.environ.get(k) != v for k, v in _MALLOC.items()):
   os.environ.update(_MALLOC)
   os.execv(sys.executable, [sys.executable] + sys.argv)
@@ -137,7 +137,7 @@ def main() -> None:
   parser.add_argument("--resolution", type=int, default=0, help="default: the variant's")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--output", default="")
   args = parser.parse_args()

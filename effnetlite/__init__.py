@@ -2,6 +2,10 @@
 
 import os
 
+from effnetlite.allocator import tune_glibc_malloc
+
+# Before JAX starts its threads: keeps XLA:CPU's buffers out of mmap (see allocator.py).
+tune_glibc_malloc()
 # TensorFlow is only our input pipeline and exporter: keep its start-up chatter quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

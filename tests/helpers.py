@@ -33,3 +33,18 @@ def run_python(code: str, devices: int = 1, env: dict | None = None, timeout: in
   environment.update(env or {})
   return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         cwd=ROOT, env=environment, timeout=timeout)
+
+
+def relative_error(ours, theirs) -> float:
+  """max |ours - theirs| / max |theirs|."""
+  import jax.numpy as jnp
+  return float(jnp.abs(ours - theirs).max() / (jnp.abs(theirs).max() + 1e-12))
+
+
+def grouped_depthwise_conv(x, kernel, stride: int):
+  """XLA's grouped convolution with TF 'SAME' padding: the formulation TF uses."""
+  from jax import lax
+  return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  feature_group_count=x.shape[-1],
+                                  precision=lax.Precision.HIGHEST)

@@ -1,0 +1,45 @@
+"""The malloc settings applied on import keep XLA:CPU's big buffers mapped between steps."""
+
+import json
+import os
+
+import pytest
+
+from effnetlite import allocator
+from helpers import run_python
+
+# Ten calls of a step with an 80 MB temporary (a matmul result feeding a matmul), as
+# XLA:CPU's training steps have many.
+_FAULTS_PER_CALL = """
+import json, resource
+import effnetlite
+import jax, jax.numpy as jnp
+step = jax.jit(lambda a, b: ((a @ b) @ b.T).sum())
+a, b = jnp.ones((5120, 64), jnp.float32), jnp.ones((64, 4096), jnp.float32)
+step(a, b).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+  step(a, b).block_until_ready()
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10))
+"""
+
+
+def _faults_per_call(tuning: str) -> float:
+  result = run_python(_FAULTS_PER_CALL, env={"EFFNETLITE_MALLOC_TUNING": tuning})
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not allocator.tune_glibc_malloc(), reason="needs glibc's mallopt")
+def test_big_buffers_are_not_faulted_in_again_every_call(monkeypatch):
+  for name in [name for name in os.environ if name.startswith("MALLOC_")]:
+    monkeypatch.delenv(name)  # the baseline is glibc's defaults
+  pages = 80 * 2**20 // 4096
+  untuned, tuned = _faults_per_call("0"), _faults_per_call("1")
+  assert untuned > pages / 2  # glibc unmaps the 80 MB block on free: every page faults again
+  assert tuned < pages / 20
+
+
+def test_opt_out_leaves_the_allocator_alone(monkeypatch):
+  monkeypatch.setenv("EFFNETLITE_MALLOC_TUNING", "0")
+  assert allocator.tune_glibc_malloc() is False
