@@ -1,7 +1,7 @@
 """Training and inference speed of our model vs the PyTorch reference, measured in one run.
 
   python benchmarks/throughput.py [--variant=lite0] [--batch=32] [--resolution=224]
-      [--dtype=float32|bfloat16] [--repeats=5] [--output=results.json]
+      [--dtype=float32|bfloat16] [--repeats=5] [--output=results.json] [--markdown=table.md]
 
 Alternates ours and theirs for every repeat after warm-up and reports the median
 images/s, the ratio ours/theirs, and achieved FLOP/s as a fraction of a matmul
@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from effnetlite import config as config_lib  # noqa: E402
 from effnetlite import factory, optim, scaling, steps  # noqa: E402
+from effnetlite.export import write_atomically  # noqa: E402
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -141,7 +142,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--no_torch", action="store_true")
-  parser.add_argument("--output", default="")
+  parser.add_argument("--output", default="", help="write the results here as JSON")
+  parser.add_argument("--markdown", default="", help="write the table here")
   args = parser.parse_args()
   config = config_lib.variant_config(args.variant)
   if args.resolution:
@@ -173,22 +175,35 @@ def main() -> None:
     rows.append(row)
   machine = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
              "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-             "matmul_peak_gflops": peak / 1e9}
+             "matmul_peak_gflops": peak / 1e9, "jax": jax.__version__,
+             "date": time.strftime("%Y-%m-%d")}
+  if not args.no_torch:
+    import torch
+    machine["torch"] = torch.__version__
   result = {"variant": args.variant, "batch": args.batch, "resolution": resolution,
-            "dtype": args.dtype, "repeats": args.repeats, "machine": machine, "rows": rows}
-  print(f"{args.variant} @ {resolution}, {args.dtype}, {machine['device']} "
-        f"({machine['cpus']} cpus), matmul peak {peak / 1e9:.0f} GFLOP/s\n")
-  print("| task | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | PyTorch % peak |")
-  print("|---|---|---|---|---|---|")
-  for r in rows:
-    print(f"| {r['task']} | {r['ours_images_per_sec']:.1f} | "
-          f"{r.get('theirs_images_per_sec', float('nan')):.1f} | {r.get('ratio', float('nan')):.2f} | "
-          f"{100 * r['ours_fraction_of_peak']:.1f}% | "
-          f"{100 * r.get('theirs_fraction_of_peak', float('nan')):.1f}% |")
+            "dtype": args.dtype, "repeats": args.repeats, "machine": machine, "rows": rows,
+            "seconds_per_call": times}
+  table = markdown_table(result)
+  print(table)
   if args.output:
-    with open(args.output, "w", encoding="utf-8") as handle:
-      json.dump(result, handle, indent=2)
+    write_atomically(json.dumps(result, indent=2).encode(), args.output)
+  if args.markdown:
+    write_atomically(table.encode(), args.markdown)
 
+
+def markdown_table(result: dict) -> str:
+  machine, nan = result["machine"], float("nan")
+  lines = [f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
+           f"{result['dtype']}, {machine['device']} ({machine['cpus']} cpus), "
+           f"matmul peak {machine['matmul_peak_gflops']:.0f} GFLOP/s, {machine['date']}", "",
+           "| task | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | PyTorch % peak |",
+           "|---|---|---|---|---|---|"]
+  for r in result["rows"]:
+    lines.append(f"| {r['task']} | {r['ours_images_per_sec']:.1f} | "
+                 f"{r.get('theirs_images_per_sec', nan):.1f} | {r.get('ratio', nan):.2f} | "
+                 f"{100 * r['ours_fraction_of_peak']:.1f}% | "
+                 f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% |")
+  return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
   main()

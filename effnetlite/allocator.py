@@ -5,7 +5,9 @@ at batch 16) with malloc from its worker threads. glibc serves those from per-th
 arenas, which cannot hold blocks of 64 MB or more, so such blocks are mmap-ed and
 unmapped on every call, whatever M_MMAP_MAX says, and the next step faults every
 page in again: ~340,000 page faults per lite0 training step here, ~35% of its time.
-One arena, no mmap and no trimming keep freed buffers for reuse.
+One arena, no mmap and no trimming keep freed buffers for reuse; the price is
+that freed memory stays with the process (its peak working set, plus some
+fragmentation), which a training or serving process wants anyway.
 PyTorch on CPU gains from the same settings (REFERENCE.md), so the benchmark gives
 them to both frameworks.
 
