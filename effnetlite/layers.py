@@ -58,7 +58,13 @@ def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str) -> str:
 
 @jax.custom_vjp
 def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """1x1 convolution as one matmul over all pixels: (..., Cin) @ (Cin, Cout)."""
+  """1x1 convolution as one matmul over all pixels: (..., Cin) @ (Cin, Cout).
+
+  The gradient rule is written out so the kernel gradient is one
+  (pixels, Cin)^T (pixels, Cout) product of the flattened maps: for autodiff's
+  rule on the 4-D product XLA:CPU wrote the cotangent transposed, (Cout, pixels),
+  before a slow matmul (lite0 training 19 -> 24 img/s on a 2-core CPU).
+  """
   return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
@@ -71,10 +77,7 @@ def _pointwise_dot_bwd(residuals, cotangent):
   input_grad = lax.dot_general(cotangent, kernel, (((cotangent.ndim - 1,), (1,)), ((), ())))
   pixels_in = x.reshape(-1, x.shape[-1])
   pixels_out = cotangent.reshape(-1, cotangent.shape[-1])
-  if pixels_in.shape[1] <= pixels_out.shape[1]:
-    kernel_grad = jnp.matmul(jnp.transpose(pixels_in), pixels_out)
-  else:
-    kernel_grad = jnp.transpose(jnp.matmul(jnp.transpose(pixels_out), pixels_in))
+  kernel_grad = lax.dot_general(pixels_in, pixels_out, (((0,), (0,)), ((), ())))
   return input_grad, kernel_grad.astype(kernel.dtype)
 
 
