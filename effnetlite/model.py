@@ -15,15 +15,16 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from effnetlite import layers, scaling
+from effnetlite.batchnorm import BatchNorm
 
 # ReLU6 rather than swish: bounded activations survive int8 quantisation.
 relu6 = jax.nn.relu6
 
 
-def batch_norm(owner: nn.Module, name: str, train: bool) -> nn.BatchNorm:
+def batch_norm(owner: nn.Module, name: str, train: bool) -> BatchNorm:
   """TF's BN (momentum 0.99, epsilon 1e-3 by default) with the owner's settings."""
-  return nn.BatchNorm(use_running_average=not train, momentum=owner.bn_momentum,
-                      epsilon=owner.bn_epsilon, dtype=owner.dtype, name=name)
+  return BatchNorm(use_running_average=not train, momentum=owner.bn_momentum,
+                   epsilon=owner.bn_epsilon, dtype=owner.dtype, name=name)
 
 
 class MBConvBlock(nn.Module):
@@ -35,7 +36,7 @@ class MBConvBlock(nn.Module):
   pointwise: str = "auto"
   dtype: Any = jnp.float32
 
-  def _bn(self, name: str, train: bool) -> nn.BatchNorm:
+  def _bn(self, name: str, train: bool) -> BatchNorm:
     return batch_norm(self, name, train)
 
   @nn.compact
@@ -86,7 +87,7 @@ class EfficientNetLite(nn.Module):
   pointwise: str = "auto"
   dtype: Any = jnp.float32
 
-  def _bn(self, name: str, train: bool) -> nn.BatchNorm:
+  def _bn(self, name: str, train: bool) -> BatchNorm:
     return batch_norm(self, name, train)
 
   @nn.compact
