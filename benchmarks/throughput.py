@@ -193,9 +193,10 @@ def main() -> None:
 
 def markdown_table(result: dict) -> str:
   machine, nan = result["machine"], float("nan")
-  lines = [f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
+  title = (f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
            f"{result['dtype']}, {machine['device']} ({machine['cpus']} cpus), "
-           f"matmul peak {machine['matmul_peak_gflops']:.0f} GFLOP/s, {machine['date']}", "",
+           f"matmul peak {machine['matmul_peak_gflops']:.0f} GFLOP/s, {machine['date']}")
+  lines = [title, "",
            "| task | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | PyTorch % peak |",
            "|---|---|---|---|---|---|"]
   for r in result["rows"]:

@@ -4,9 +4,9 @@ import json
 import os
 
 import pytest
+from helpers import run_python
 
 from effnetlite import allocator
-from helpers import run_python
 
 # Ten calls of a step with an 80 MB temporary (a matmul result feeding a matmul), as
 # XLA:CPU's training steps have many.

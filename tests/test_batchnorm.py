@@ -1,7 +1,6 @@
 """Our BatchNorm: nn.BatchNorm's variables, outputs, running statistics and gradients."""
 
 import jax
-import jax.numpy as jnp
 import pytest
 from flax import linen as nn
 from helpers import relative_error
