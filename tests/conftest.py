@@ -46,3 +46,16 @@ def photo_batch(photo_files):
                                     for path in photo_files.values()])
     return cache[resolution]
   return at
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for this test session's processes (xdist workers and the
+  subprocesses they start inherit it): the many tiny training runs compile the same steps."""
+  session_root = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:  # each worker's basetemp is inside the session's
+    session_root = session_root.parent
+  directory = session_root / "xla-cache"
+  directory.mkdir(exist_ok=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
+  yield
