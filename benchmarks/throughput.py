@@ -20,8 +20,10 @@ import sys
 import time
 
 # glibc's allocator returns big buffers to the OS after every step, which costs PyTorch
-# ~3x on CPU (REFERENCE.md); set before anything allocates, for both frameworks alike.
-_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000", "MALLOC_ARENA_MAX": "1"}
+# ~3x on CPU (REFERENCE.md) and XLA:CPU a page fault per page of its temporaries
+# (effnetlite/allocator.py); set before anything allocates, for both frameworks alike.
+_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000",
+           "MALLOC_ARENA_MAX": "1"}
 if any(os.environ.get(k) != v for k, v in _MALLOC.items()):
   os.environ.update(_MALLOC)
   os.execv(sys.executable, [sys.executable] + sys.argv)
