@@ -5,7 +5,7 @@ averages and eval-mode formula as `flax.linen.BatchNorm` (biased variance as
 E[x^2] - E[x]^2, statistics in float32), so checkpoints, importers and exports
 are unchanged. Training mode differs only in how the gradient is computed: the
 textbook rule (two sums over the batch, then one elementwise pass) instead of
-autodiff through the mean and variance, which XLA:CPU ran as ~3.4 reductions per
+autodiff through the mean and variance, which XLA:CPU ran as ~3 reductions per
 layer; lite0 training on a 2-core CPU: 30 -> 33 img/s.
 """
 
