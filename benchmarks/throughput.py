@@ -16,25 +16,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
-# glibc's allocator returns big buffers to the OS after every step, which costs PyTorch
-# ~3x on CPU (REFERENCE.md) and XLA:CPU a page fault per page of its temporaries
-# (effnetlite/allocator.py); set before anything allocates, for both frameworks alike.
-_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000",
-           "MALLOC_ARENA_MAX": "1"}
-if any(os.environ.get(k) != v for k, v in _MALLOC.items()):
-  os.environ.update(_MALLOC)
-  os.execv(sys.executable, [sys.executable] + sys.argv)
+# First: importing effnetlite tunes glibc's malloc for the whole process
+# (effnetlite/allocator.py), so PyTorch, imported later, runs under the same settings;
+# without them it loses ~3x on CPU (REFERENCE.md) and XLA:CPU page-faults every step.
+import effnetlite  # noqa: F401  isort: skip
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from effnetlite import config as config_lib  # noqa: E402
-from effnetlite import factory, optim, scaling, steps  # noqa: E402
-from effnetlite.export import write_atomically  # noqa: E402
+from effnetlite import config as config_lib
+from effnetlite import factory, optim, scaling, steps
+from effnetlite.export import write_atomically
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:

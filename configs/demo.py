@@ -5,7 +5,7 @@ network ends in a 2x2 map. Crops stay large and flips are off (a mirrored
 digit is another symbol); the schedule is shortened to fit 20 epochs (~440 steps).
 """
 
-from effnetlite.config import base_config
+from effnetlite.config import base_config, short_run_recipe
 
 
 def get_config():
@@ -18,11 +18,6 @@ def get_config():
   config.batch_size = 64
   config.eval_batch_size = 128
   config.num_epochs = 20
-  config.optimizer.warmup_epochs = 2
-  config.optimizer.decay_epochs = 1.0
-  config.optimizer.decay_factor = 0.9
-  config.model.bn_momentum = 0.9  # ~700 steps: statistics must keep up with the weights
-  config.ema_decay = 0.99
-  config.log_every_steps = 10
+  short_run_recipe(config, warmup_epochs=2)
   config.checkpoint_every_steps = 200
   return config

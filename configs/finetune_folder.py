@@ -8,7 +8,7 @@ The ImageNet backbone is imported and the classifier re-initialised for
 `num_classes`; a short, gentle schedule (no long warm-up, small LR) suits it.
 """
 
-from effnetlite.config import base_config
+from effnetlite.config import base_config, short_run_recipe
 
 
 def get_config():
@@ -22,11 +22,6 @@ def get_config():
   config.eval_batch_size = 64
   config.num_epochs = 10
   config.optimizer.base_learning_rate = 0.004
-  config.optimizer.warmup_epochs = 1
-  config.optimizer.decay_epochs = 1.0
-  config.optimizer.decay_factor = 0.9
-  config.model.bn_momentum = 0.9
-  config.ema_decay = 0.99
-  config.log_every_steps = 10
+  short_run_recipe(config, warmup_epochs=1)
   config.checkpoint_every_steps = 500
   return config

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from effnetlite.scaling import same_output_size
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 # Kernel-gradient sums run over both map axes up to this many output pixels, over
 # rows only above it: XLA:CPU's reduction loops are fastest with ~100-1000 terms.
@@ -29,8 +31,7 @@ _MAX_PIXELS_SUMMED_AT_ONCE = 1024
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """TF 'SAME' padding: the odd extra pixel goes after (bottom/right)."""
-  out = -(-size // stride)
-  total = max((out - 1) * stride + kernel - size, 0)
+  total = max((same_output_size(size, stride) - 1) * stride + kernel - size, 0)
   return total // 2, total - total // 2
 
 
@@ -42,10 +43,8 @@ def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array
   return _depthwise_padded(padded, kernel, stride, padding)
 
 
-def _output_shape(padded: jax.Array, stride: int, padding: Padding) -> tuple[int, int]:
-  height = padded.shape[1] - sum(padding[0])
-  width = padded.shape[2] - sum(padding[1])
-  return -(-height // stride), -(-width // stride)
+def _input_size(padded: jax.Array, padding: Padding) -> tuple[int, int]:
+  return padded.shape[1] - sum(padding[0]), padded.shape[2] - sum(padding[1])
 
 
 def _windows(padded: jax.Array, k: int, stride: int, out_h: int, out_w: int) -> list[jax.Array]:
@@ -68,7 +67,8 @@ def _shifted_sum(windows: list[jax.Array], taps: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise_padded(padded: jax.Array, kernel: jax.Array, stride: int,
                       padding: Padding) -> jax.Array:
-  out_h, out_w = _output_shape(padded, stride, padding)
+  height, width = _input_size(padded, padding)
+  out_h, out_w = same_output_size(height, stride), same_output_size(width, stride)
   windows = _windows(padded, kernel.shape[0], stride, out_h, out_w)
   return _shifted_sum(windows, kernel.reshape(-1, kernel.shape[-1]))
 
@@ -79,9 +79,7 @@ def _depthwise_padded_fwd(padded, kernel, stride, padding):
 
 def _depthwise_padded_bwd(stride, padding, residuals, cotangent):
   padded, kernel = residuals
-  height = padded.shape[1] - sum(padding[0])
-  width = padded.shape[2] - sum(padding[1])
-  input_grad = input_gradient(cotangent, kernel, stride, (height, width),
+  input_grad = input_gradient(cotangent, kernel, stride, _input_size(padded, padding),
                               (padding[0][0], padding[1][0]))
   # The border gets no gradient; XLA folds this pad into jnp.pad's own transpose.
   padded_grad = jnp.pad(input_grad, ((0, 0), *padding, (0, 0)))
@@ -122,7 +120,7 @@ def input_gradient(cotangent: jax.Array, kernel: jax.Array, stride: int,
   k = kernel.shape[0]
   batch, _, _, channels = cotangent.shape
   (height, width), (pad_top, pad_left) = input_size, pad_before
-  rows, cols = -(-height // stride), -(-width // stride)
+  rows, cols = same_output_size(height, stride), same_output_size(width, stride)
   # k zeros each side cover every tap's reach, whatever the padding and stride.
   padded = jnp.pad(cotangent, ((0, 0), (k, k), (k, k), (0, 0)))
   phases = []

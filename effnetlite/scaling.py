@@ -113,8 +113,9 @@ def block_specs(width: float, depth: float, drop_connect_rate: float = 0.2,
   return specs
 
 
-def _same_output(size: int, stride: int) -> int:
-  return -(-size // stride)  # TF 'SAME': ceil(size / stride)
+def same_output_size(size: int, stride: int) -> int:
+  """TF 'SAME' output size: ceil(size / stride)."""
+  return -(-size // stride)
 
 
 def count_params(width: float, depth: float, num_classes: int = 1000,
@@ -139,14 +140,14 @@ def count_macs(width: float, depth: float, resolution: int, num_classes: int = 1
                stem_channels: int = STEM_CHANNELS,
                head_channels: int = HEAD_CHANNELS) -> int:
   """Exact multiply-accumulates of all convolutions and the classifier."""
-  size = _same_output(resolution, 2)
+  size = same_output_size(resolution, 2)
   total = size * size * 3 * 3 * 3 * stem_channels
   specs = block_specs(width, depth, stem_channels=stem_channels)
   for block in specs:
     hidden = block.expanded_channels
     if block.expand_ratio != 1:
       total += size * size * block.in_channels * hidden
-    size = _same_output(size, block.stride)
+    size = same_output_size(size, block.stride)
     total += size * size * block.kernel_size ** 2 * hidden
     total += size * size * hidden * block.out_channels
   total += size * size * specs[-1].out_channels * head_channels
@@ -156,7 +157,7 @@ def count_macs(width: float, depth: float, resolution: int, num_classes: int = 1
 
 def final_feature_size(resolution: int, stages: Sequence[StageSpec] = BASE_STAGES) -> int:
   """Side of the last feature map (stride 32 overall with TF 'SAME')."""
-  size = _same_output(resolution, 2)
+  size = same_output_size(resolution, 2)
   for stage in stages:
-    size = _same_output(size, stage.stride)
+    size = same_output_size(size, stage.stride)
   return size
