@@ -7,34 +7,31 @@
 import json
 import sys
 
-import effnetlite  # noqa: F401  (first: quiets TensorFlow before anything imports it)
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from effnetlite.errors import UserError, exit_with, parse_flags_or_exit, quiet_library_logs
-from effnetlite.evaluation import evaluate_weights
-from effnetlite.export import write_atomically
+from effnetlite import cli, files
+from effnetlite.validation import check_pretrained, validate_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
-_WEIGHTS = flags.DEFINE_string("weights", "pretrained",
-                               "'pretrained', a weights file, a checkpoint dir or a .tflite.")
+_CONFIG = cli.DEFINE_config_file("config", required=True)
+_WEIGHTS = cli.DEFINE_weights(tflite=True, help_string="'pretrained', a weights file, a "
+                              "training run directory or a .tflite file.")
 _EMA = flags.DEFINE_bool("ema", True, "EMA weights of training checkpoints (--no-ema: raw).")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config's eval split).")
-_OUTPUT = flags.DEFINE_string("output", "", "Write the metrics here as JSON.")
-flags.mark_flag_as_required("config")
+_OUTPUT = cli.DEFINE_path("output", "", "Write the metrics here as JSON.")
 
 
 def main(argv):
-  del argv
-  quiet_library_logs()
-  config = _CONFIG.value
-  try:
-    result = evaluate_weights(config, _WEIGHTS.value, _SPLIT.value or config.dataset.eval_split,
-                              _EMA.value)
-    if _OUTPUT.value:
-      write_atomically(json.dumps(result, indent=2).encode(), _OUTPUT.value)
-  except UserError as error:
-    exit_with(error)
+  cli.no_positional_arguments(argv)
+  config = validate_config(_CONFIG.value)
+  if _WEIGHTS.value == "pretrained":
+    check_pretrained(config)
+  if _OUTPUT.value:
+    files.check_writable(_OUTPUT.value, "--output")
+  from effnetlite.evaluation import evaluate_weights  # JAX/TF: after the checks
+  result = evaluate_weights(config, _WEIGHTS.value, _SPLIT.value or config.dataset.eval_split,
+                            _EMA.value)
+  if _OUTPUT.value:
+    files.write_atomically(_OUTPUT.value, json.dumps(result, indent=2))
   print(f"{'weights':<16}{result['weights']}{' (EMA)' if result['ema'] else ''}")
   print(f"{'split':<16}{result['dataset']}/{result['split']}: {result['count']} images")
   print(f"{'top-1':<16}{result['top1']:.4%}")
@@ -45,4 +42,4 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.argv = ["--noema" if arg == "--no-ema" else arg for arg in sys.argv]
-  app.run(main, flags_parser=parse_flags_or_exit)
+  cli.run(main)

@@ -3,27 +3,22 @@
   python train.py --config=configs/lite3.py --workdir=DIR [--config.batch_size=128 ...]
 """
 
-import effnetlite  # noqa: F401  (first: quiets TensorFlow before anything imports it)
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from effnetlite.errors import UserError, exit_with, parse_flags_or_exit, quiet_library_logs
-from effnetlite.training import train_and_evaluate
+from effnetlite import cli
+from effnetlite.validation import validate_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and summaries go here.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = cli.DEFINE_config_file("config", required=True)
+_WORKDIR = cli.DEFINE_path("workdir", None, "Checkpoints, logs and summaries go here.",
+                           required=True)
 
 
 def main(argv):
-  if len(argv) > 1:
-    exit_with(UserError(f"unexpected arguments {argv[1:]}; use --config.KEY=VALUE overrides"))
-  quiet_library_logs()
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except UserError as error:
-    exit_with(error)
+  cli.no_positional_arguments(argv)
+  config = validate_config(_CONFIG.value)
+  from effnetlite.training import train_and_evaluate  # JAX/TF: after the checks
+  train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags_or_exit)
+  cli.run(main)

@@ -7,16 +7,20 @@ temporary image folder and times `pipeline.train_batches` over them: fused
 decode + random crop, resize, flip, batching, with tf.data AUTOTUNE.
 """
 
-import argparse
 import os
 import tempfile
 import time
 
 import numpy as np
+from absl import flags
 
-import effnetlite  # noqa: F401
+from effnetlite import cli
 from effnetlite.config import base_config
-from effnetlite.data import pipeline, sources
+
+_IMAGES = flags.DEFINE_integer("images", 512, "JPEGs to write.", lower_bound=1)
+_RESOLUTION = flags.DEFINE_integer("resolution", 224, "Output side.", lower_bound=32)
+_BATCH = flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches.", lower_bound=1)
 
 
 def write_jpegs(directory: str, count: int) -> None:
@@ -32,29 +36,25 @@ def write_jpegs(directory: str, count: int) -> None:
         os.path.join(folder, f"{index}.jpg"), quality=90)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--images", type=int, default=512)
-  parser.add_argument("--resolution", type=int, default=224)
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--batches", type=int, default=20)
-  args = parser.parse_args()
+def main(argv) -> None:
+  cli.no_positional_arguments(argv)
+  from effnetlite.data import pipeline, sources  # TensorFlow: after configure_process
   with tempfile.TemporaryDirectory() as directory:
-    write_jpegs(directory, args.images)
-    config = base_config(resolution=args.resolution)
+    write_jpegs(directory, _IMAGES.value)
+    config = base_config(resolution=_RESOLUTION.value)
     config.dataset.name, config.dataset.data_dir = "folder", directory
     config.dataset.eval_split, config.dataset.num_classes = "train", 10
-    config.batch_size = args.batch
+    config.batch_size = _BATCH.value
     source = sources.make_source(config.dataset, "train")
     batches = pipeline.train_batches(config, source)
     next(batches)  # start-up: threads, autotuning
     start = time.perf_counter()
-    for _ in range(args.batches):
+    for _ in range(_BATCH.valuees):
       next(batches)
-    rate = args.batches * args.batch / (time.perf_counter() - start)
-  print(f"training preprocessing: {rate:.0f} images/s at {args.resolution}px on "
-        f"{os.cpu_count()} cores (500x375 JPEGs, batch {args.batch})")
+    rate = _BATCH.valuees * _BATCH.value / (time.perf_counter() - start)
+  print(f"training preprocessing: {rate:.0f} images/s at {_RESOLUTION.value}px on "
+        f"{os.cpu_count()} cores (500x375 JPEGs, batch {_BATCH.value})")
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -11,24 +11,39 @@ threads = cores, inference under `torch.inference_mode`, AMP for bfloat16 on GPU
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import time
 
-# First: importing effnetlite tunes glibc's malloc for the whole process
-# (effnetlite/allocator.py), so PyTorch, imported later, runs under the same settings;
-# without them it loses ~3x on CPU (REFERENCE.md) and XLA:CPU page-faults every step.
-import effnetlite  # noqa: F401  isort: skip
-import jax
-import jax.numpy as jnp
-import numpy as np
+# First, before JAX and PyTorch load: glibc malloc with one arena, no mmap, no trimming,
+# for both frameworks; without it PyTorch loses ~3x on CPU and XLA:CPU page-faults its
+# temporaries back in every step (effnetlite/allocator.py).
+from effnetlite.process import configure_process  # isort: skip
 
-from effnetlite import config as config_lib
-from effnetlite import factory, optim, scaling, steps
-from effnetlite.export import write_atomically
+configure_process()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from effnetlite import cli  # noqa: E402
+from effnetlite import config as config_lib  # noqa: E402
+from effnetlite import factory, optim, scaling, steps  # noqa: E402
+from effnetlite.files import write_atomically  # noqa: E402
+
+_VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Model variant.")
+_BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
+_RESOLUTION = flags.DEFINE_integer("resolution", 0, "Input side (0: the variant's).",
+                                   lower_bound=0)
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per function.", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
+_NO_TORCH = flags.DEFINE_bool("no_torch", False, "Time ours only.")
+_OUTPUT = cli.DEFINE_path("output", "", "Write the results here as JSON.")
+_MARKDOWN = cli.DEFINE_path("markdown", "", "Write the table here.")
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -129,37 +144,27 @@ def measure(pairs, warmup: int, repeats: int) -> dict[str, list[float]]:
   return times
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--variant", default="lite0")
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--resolution", type=int, default=0, help="default: the variant's")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--no_torch", action="store_true")
-  parser.add_argument("--output", default="", help="write the results here as JSON")
-  parser.add_argument("--markdown", default="", help="write the table here")
-  args = parser.parse_args()
-  config = config_lib.variant_config(args.variant)
-  if args.resolution:
-    config.model.resolution = args.resolution
+def main(argv) -> None:
+  cli.no_positional_arguments(argv)
+  config = config_lib.variant_config(_VARIANT.value)
+  if _RESOLUTION.value:
+    config.model.resolution = _RESOLUTION.value
   resolution = config.model.resolution
   model = config.model
   macs = scaling.count_macs(model.width, model.depth, resolution)
   peak = matmul_peak_flops()
-  our_train, our_infer = ours(config, args.batch, args.dtype)
-  pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(args.batch),
+  our_train, our_infer = ours(config, _BATCH.value, _DTYPE.value)
+  pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(_BATCH.value),
            "ours_infer_1": our_infer(1)}
-  if not args.no_torch:
-    their_train, their_infer = theirs(args.variant, args.batch, resolution, args.dtype)
-    pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(args.batch),
+  if not _NO_TORCH.value:
+    their_train, their_infer = theirs(_VARIANT.value, _BATCH.value, resolution, _DTYPE.value)
+    pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(_BATCH.value),
                  theirs_infer_1=their_infer(1))
-  times = measure(pairs, args.warmup, args.repeats)
+  times = measure(pairs, _WARMUP.value, _REPEATS.value)
   rows = []
   for task, key, images, flops_per_image in (
-      ("train", "train", args.batch, 6 * macs),
-      (f"inference batch {args.batch}", "infer_batch", args.batch, 2 * macs),
+      ("train", "train", _BATCH.value, 6 * macs),
+      (f"inference batch {_BATCH.value}", "infer_batch", _BATCH.value, 2 * macs),
       ("inference batch 1", "infer_1", 1, 2 * macs)):
     our_rate = images / statistics.median(times[f"ours_{key}"])
     row = {"task": task, "ours_images_per_sec": our_rate,
@@ -173,18 +178,18 @@ def main() -> None:
              "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
              "matmul_peak_gflops": peak / 1e9, "jax": jax.__version__,
              "date": time.strftime("%Y-%m-%d")}
-  if not args.no_torch:
+  if not _NO_TORCH.value:
     import torch
     machine["torch"] = torch.__version__
-  result = {"variant": args.variant, "batch": args.batch, "resolution": resolution,
-            "dtype": args.dtype, "repeats": args.repeats, "machine": machine, "rows": rows,
+  result = {"variant": _VARIANT.value, "batch": _BATCH.value, "resolution": resolution,
+            "dtype": _DTYPE.value, "repeats": _REPEATS.value, "machine": machine, "rows": rows,
             "seconds_per_call": times}
   table = markdown_table(result)
   print(table)
-  if args.output:
-    write_atomically(json.dumps(result, indent=2).encode(), args.output)
-  if args.markdown:
-    write_atomically(table.encode(), args.markdown)
+  if _OUTPUT.value:
+    write_atomically(_OUTPUT.value, json.dumps(result, indent=2))
+  if _MARKDOWN.value:
+    write_atomically(_MARKDOWN.value, table)
 
 
 def markdown_table(result: dict) -> str:
@@ -202,5 +207,6 @@ def markdown_table(result: dict) -> str:
                  f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% |")
   return "\n".join(lines) + "\n"
 
+
 if __name__ == "__main__":
-  main()
+  cli.run(main)

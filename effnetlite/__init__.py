@@ -1,16 +1,33 @@
-"""effnetlite: train, scale, evaluate and deploy EfficientNet-Lite in JAX/Flax."""
+"""effnetlite: train, scale, evaluate and deploy EfficientNet-Lite in JAX/Flax.
 
-import os
+Importing the package has no side effects and loads no framework: the public
+names below import JAX/Flax on first use. Programs opt in to the process
+settings the CLIs use with `effnetlite.configure_process()`.
+"""
 
-from effnetlite.allocator import tune_glibc_malloc
+from __future__ import annotations
 
-# Before JAX starts its threads: keeps XLA:CPU's buffers out of mmap (see allocator.py).
-tune_glibc_malloc()
-# TensorFlow is only our input pipeline and exporter: keep its start-up chatter quiet.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import importlib
+from typing import Any
 
-from effnetlite.factory import create_model  # noqa: E402
-from effnetlite.model import EfficientNetLite  # noqa: E402
-from effnetlite.preprocessing import normalize  # noqa: E402
+# public name -> module that defines it, imported on first access (PEP 562).
+_EXPORTS = {
+    "create_model": "effnetlite.factory",
+    "EfficientNetLite": "effnetlite.model",
+    "normalize": "effnetlite.preprocessing",
+    "configure_process": "effnetlite.process",
+}
 
-__all__ = ["create_model", "EfficientNetLite", "normalize"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'effnetlite' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value  # later lookups skip this function
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(list(globals()) + __all__)

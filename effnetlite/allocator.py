@@ -8,11 +8,12 @@ page in again: ~340,000 page faults per lite0 training step here, ~35% of its ti
 One arena, no mmap and no trimming keep freed buffers for reuse; the price is
 that freed memory stays with the process (its peak working set, plus some
 fragmentation), which a training or serving process wants anyway.
-PyTorch on CPU gains from the same settings (REFERENCE.md), so the benchmark gives
+PyTorch on CPU gains from the same settings, so the benchmark gives
 them to both frameworks.
 
-Settings take effect for threads that allocate after the call, so this runs when
-`effnetlite` is imported (before JAX starts its thread pool). Set
+Settings take effect for threads that allocate after the call, so programs apply
+them through `effnetlite.configure_process()` before JAX starts its thread pool
+(the CLIs, benchmarks and tests do; importing effnetlite does not). Set
 EFFNETLITE_MALLOC_TUNING=0 to leave the allocator alone.
 """
 

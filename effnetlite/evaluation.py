@@ -11,6 +11,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from effnetlite import reporting, steps
 from effnetlite.data import pipeline
+from effnetlite.errors import UserError
+from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
 
 
 def make_evaluator(module: Any, num_classes: int, mesh: Mesh) -> Callable:
@@ -38,7 +40,8 @@ def evaluate(evaluator: Callable, variables: Any, batches: Iterator[dict], mesh:
 def _averages(totals: dict | None, seconds: float) -> dict[str, float]:
   """Summed metrics -> top1/top5 fractions, mean loss, exact count, images/s."""
   if totals is None:
-    raise ValueError("evaluation split is empty")
+    raise UserError("the evaluation split is empty; point config.dataset.eval_split (or --split) "
+                    "at a split with examples")
   totals = jax.device_get(totals)
   count = float(totals["count"])
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
@@ -56,12 +59,8 @@ def _progress(total_images: int, description: str) -> Callable[[int, float], Non
   return update
 
 
-def evaluate_tflite(path: str, config: Any, source: Any, threads: int | None = None
-                    ) -> dict[str, float]:
-  """The same metrics for a .tflite file, fed the same preprocessed images."""
-  from effnetlite.tflite import TFLiteModel
-  model = TFLiteModel(path, threads)
-  model.check_matches(config.model.resolution, config.dataset.num_classes)
+def evaluate_tflite(model: Any, config: Any, source: Any) -> dict[str, float]:
+  """The same metrics for a loaded `TFLiteModel`, fed the same preprocessed images."""
   update = _progress(source.num_examples, "eval tflite")
   totals = None
   start = time.perf_counter()
@@ -79,16 +78,23 @@ def evaluate_tflite(path: str, config: Any, source: Any, threads: int | None = N
 
 def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
                      ) -> dict[str, Any]:
-  """eval.py's work: metrics of pretrained weights, a checkpoint or a .tflite on a split."""
+  """eval.py's work: metrics of pretrained weights, a checkpoint or a .tflite on a split.
+
+  The weights are read and checked against the config before the dataset is opened.
+  """
   from effnetlite import factory
   from effnetlite.data import sources
-  source = sources.make_source(config.dataset, split)
+  weights = absolute_path(weights) if weights not in WEIGHT_KEYWORDS else weights
   if weights.endswith(".tflite"):
-    metrics = evaluate_tflite(weights, config, source)
+    from effnetlite.tflite import TFLiteModel
+    model = TFLiteModel(weights)
+    model.check_matches(config.model.resolution, config.dataset.num_classes)
+    metrics = evaluate_tflite(model, config, sources.make_source(config.dataset, split))
   else:
-    mesh = pipeline.make_mesh()
     module, variables = factory.create_model(config)
     variables = factory.load_variables(weights, config, variables, ema=ema)
+    source = sources.make_source(config.dataset, split)
+    mesh = pipeline.make_mesh()
     evaluator = make_evaluator(module, config.dataset.num_classes, mesh)
     metrics = evaluate(evaluator, variables, pipeline.eval_batches(config, source), mesh,
                        pipeline.eval_steps(source, config.eval_batch_size),

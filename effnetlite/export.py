@@ -10,7 +10,6 @@ knows nothing of training: it takes a module and its inference variables.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -18,26 +17,8 @@ import numpy as np
 from effnetlite import preprocessing
 from effnetlite.errors import UserError
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
-IO_TYPES = ("float32", "int8", "uint8")
-FORMATS = ("tflite", "saved_model")
 RAW_PIXELS_INPUT = "pixels"       # signature input name: normalisation inside the graph
 NORMALIZED_INPUT = "images"       # signature input name: (x - 127) / 128 done by the caller
-
-
-def check_options(fmt: str, quantize: str, io_type: str) -> None:
-  if fmt not in FORMATS:
-    raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-  if quantize not in QUANTIZE_MODES:
-    raise UserError(f"unknown quantize mode {quantize!r}; choose one of "
-                    f"{', '.join(QUANTIZE_MODES)}")
-  if io_type not in IO_TYPES:
-    raise UserError(f"unknown --io type {io_type!r}; choose one of {', '.join(IO_TYPES)}")
-  if io_type != "float32" and quantize != "int8":
-    raise UserError(f"--io={io_type} needs --quantize=int8 (integer I/O needs a fully "
-                    "quantised model)")
-  if fmt == "saved_model" and quantize != "none":
-    raise UserError("SavedModel export is float only; use --format=tflite to quantise")
 
 
 def inference_function(module: Any, variables: Any, raw_pixels: bool,
@@ -113,25 +94,6 @@ def save_saved_model(module: Any, output: str) -> None:
     os.replace(temporary, output)
   finally:
     shutil.rmtree(temporary, ignore_errors=True)
-
-
-def write_atomically(data: bytes, output: str) -> None:
-  """Writes to a temporary file beside `output`, then renames: never a half-written file."""
-  directory = os.path.dirname(os.path.abspath(output)) or "."
-  if not os.path.isdir(directory):
-    raise UserError(f"output directory {directory} does not exist; create it first")
-  try:
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".tmp")
-  except OSError as error:
-    raise UserError(f"cannot write to {directory} ({error.strerror}); pick another --output")
-  try:
-    with os.fdopen(handle, "wb") as stream:
-      stream.write(data)
-    os.replace(temporary, output)
-  except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-    raise
 
 
 def representative_dataset(batches: Iterable[np.ndarray], steps: int, raw_pixels: bool

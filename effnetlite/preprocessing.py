@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from effnetlite.config import RESIZE_METHODS
+from effnetlite.errors import UserError
+
 MEAN_PIXEL = 127.0
 PIXEL_SCALE = 128.0
-RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest", "lanczos3", "lanczos5",
-                  "gaussian", "mitchellcubic")
 
 
 def normalize(images: Any) -> Any:
@@ -50,7 +51,7 @@ def center_crop_window(height: int, width: int, resolution: int,
 
 def check_resize_method(method: str) -> str:
   if method not in RESIZE_METHODS:
-    raise ValueError(f"unknown resize method {method!r}; choose one of "
+    raise UserError(f"unknown resize method {method!r}; choose one of "
                      f"{', '.join(RESIZE_METHODS)} (config.model.resize_method)")
   return method
 

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import jax
 
+from effnetlite import files
+
 
 class MetricsWriter:
   def __init__(self, workdir: str, resume_step: int = 0, enabled: bool | None = None):
@@ -31,10 +33,7 @@ class MetricsWriter:
       return
     with open(self.path, encoding="utf-8") as handle:
       rows = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
-    temporary = self.path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-      handle.writelines(rows)
-    os.replace(temporary, self.path)
+    files.write_atomically(self.path, "".join(rows))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import ml_collections
 from etils import epath
 
-from effnetlite import scaling
+from effnetlite import files, scaling
 from effnetlite.errors import UserError
 
 
@@ -99,12 +99,6 @@ def my_candidates(all_candidates: list[Candidate], worker: int, num_workers: int
   return all_candidates[worker::num_workers]
 
 
-def _write_json(path: epath.Path, row: dict[str, Any]) -> None:
-  temporary = path.parent / f".{path.name}.tmp"
-  temporary.write_text(json.dumps(row, indent=2))
-  temporary.replace(path)
-
-
 def read_results(workdir: str) -> list[dict[str, Any]]:
   directory = epath.Path(workdir) / "results"
   if not directory.exists():
@@ -139,7 +133,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str, worker: int = 0,
     except Exception as error:  # noqa: BLE001 - a failed candidate is recorded, search goes on
       row.update(status=f"failed: {type(error).__name__}: {error}", top1=None, ema_top1=None,
                  train_seconds=time.time() - start, traceback=traceback.format_exc(limit=5))
-    _write_json(path, row)
+    files.write_atomically(path, json.dumps(row, indent=2))
     rows.append(row)
   return rows
 
@@ -174,15 +168,9 @@ def write_report(workdir: str) -> tuple[str, dict[str, Any] | None]:
                  f"(EMA top-1 {best['ema_top1']:.4f})")
   markdown = "\n".join(lines) + "\n"
   root = epath.Path(workdir)
-  _write_text(root / "results.md", markdown)
+  files.write_atomically(root / "results.md", markdown)
   _plot(rows, root / "pareto.png")
   return markdown, best
-
-
-def _write_text(path: epath.Path, text: str) -> None:
-  temporary = path.parent / f".{path.name}.tmp"
-  temporary.write_text(text)
-  temporary.replace(path)
 
 
 def _plot(rows: list[dict[str, Any]], path: epath.Path) -> None:
@@ -208,6 +196,4 @@ def _plot(rows: list[dict[str, Any]], path: epath.Path) -> None:
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png")
   plt.close(figure)
-  temporary = path.parent / f".{path.name}.tmp"
-  temporary.write_bytes(buffer.getvalue())
-  temporary.replace(path)
+  files.write_atomically(path, buffer.getvalue())

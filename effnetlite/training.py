@@ -19,9 +19,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from effnetlite import checkpoints, evaluation, factory, optim, reporting, steps
+from effnetlite import checkpoints, evaluation, factory, files, optim, reporting, steps
 from effnetlite.data import pipeline, sources
 from effnetlite.errors import UserError
+from effnetlite.validation import absolute_path, validate_config
 
 
 class NonFiniteLossError(UserError):
@@ -42,20 +43,10 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Cheap checks that must fail in one line before anything compiles."""
-  if config.num_epochs <= 0 and config.max_steps <= 0:
-    raise UserError(f"config.num_epochs={config.num_epochs} must be positive")
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The checks that need the devices or the file system, before anything compiles."""
   for name in ("batch_size", "eval_batch_size"):
     pipeline.local_batch_size(config[name], f"config.{name}")
-  if config.nonfinite_loss not in ("stop", "skip"):
-    raise UserError(f"config.nonfinite_loss={config.nonfinite_loss!r}; use stop or skip")
-  if config.augment.policy not in ("none", "randaugment", "autoaugment"):
-    raise UserError(f"config.augment.policy={config.augment.policy!r}; use none, randaugment "
-                    "or autoaugment")
-  if config.optimizer.schedule not in optim.SCHEDULES:
-    raise UserError(f"config.optimizer.schedule={config.optimizer.schedule!r}; use one of "
-                    f"{', '.join(optim.SCHEDULES)}")
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
@@ -69,10 +60,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-      handle.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    files.write_atomically(os.path.join(workdir, "config.json"),
+                           config.to_json_best_effort(indent=2))
 
 
 def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[str, Any]:
@@ -87,9 +76,10 @@ def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[st
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics."""
+  config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
+  workdir = absolute_path(workdir)  # orbax takes absolute paths only
   initialize_distributed()
-  validate(config, workdir)
-  config = ml_collections.ConfigDict(config.to_dict())  # resolved, detached from the caller
+  prepare_workdir(config, workdir)
   mesh = pipeline.make_mesh()
   train_source = sources.make_source(config.dataset, config.dataset.train_split,
                                      jax.process_index(), jax.process_count())
@@ -198,8 +188,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "final_metrics.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-      json.dump({"step": step, **last_eval}, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    files.write_atomically(os.path.join(workdir, "final_metrics.json"),
+                           json.dumps({"step": step, **last_eval}, indent=2))
   return last_eval

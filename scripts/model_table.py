@@ -3,10 +3,13 @@
   python scripts/model_table.py [--verify]   (--verify also builds each module and counts)
 """
 
-import argparse
+from absl import flags
 
+from effnetlite import cli
 from effnetlite import config as config_lib
 from effnetlite import scaling
+
+_VERIFY = flags.DEFINE_bool("verify", False, "Also build each module and count its parameters.")
 
 # TF/TPU lite README: params and "MAdds" (which also count element-wise ops).
 PUBLISHED = {"lite0": (4.65, 407), "lite1": (5.42, 631), "lite2": (6.09, 899),
@@ -36,7 +39,10 @@ def table(verify: bool = False) -> str:
   return "\n".join(lines)
 
 
+def main(argv):
+  cli.no_positional_arguments(argv)
+  print(table(_VERIFY.value))
+
+
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--verify", action="store_true")
-  print(table(parser.parse_args().verify))
+  cli.run(main)

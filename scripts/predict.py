@@ -5,48 +5,48 @@
 """
 
 import json
+import os
 
-import effnetlite  # noqa: F401  (first: quiets TensorFlow before anything imports it)
+from absl import flags
 
-from absl import app, flags
-from ml_collections import config_flags
+from effnetlite import cli
+from effnetlite.errors import UserError
+from effnetlite.validation import absolute_path, check_pretrained, validate_config
 
-from effnetlite import factory, inference
-from effnetlite.errors import UserError, exit_with, parse_flags_or_exit, quiet_library_logs
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
-_WEIGHTS = flags.DEFINE_string("weights", "pretrained",
-                               "'pretrained', a weights file, or a checkpoint directory.")
-_TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.")
+_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
+_WEIGHTS = cli.DEFINE_weights()
+_TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.", lower_bound=1)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object per image.")
 _EMA = flags.DEFINE_bool("ema", True, "Use EMA weights of training checkpoints.")
 
 
 def main(argv):
-  quiet_library_logs()
-  images = argv[1:]
-  try:
-    if not images:
-      raise UserError("no image given; usage: predict.py IMAGE [IMAGE ...] --weights=...")
-    config = _CONFIG.value
-    module, variables = factory.create_model(config)
-    variables = factory.load_variables(_WEIGHTS.value, config, variables, ema=_EMA.value)
-    predict = inference.make_predict_fn(module)
-    names = inference.class_names(config.dataset.num_classes)
-    for path in images:
-      pixels = inference.load_eval_image(path, config.model.resolution,
-                                         config.model.resize_method,
-                                         config.model.eval_crop_fraction)
-      top = inference.top_k(predict(variables, pixels[None])[0], _TOP.value, names)
-      if _JSON.value:
-        print(json.dumps({"image": path, "top": top}))
-      else:
-        print(path)
-        for entry in top:
-          print(f"  {entry['prob']:7.2%}  {entry['index']:4d}  {entry['label']}")
-  except UserError as error:
-    exit_with(error)
+  images = [absolute_path(path) for path in argv[1:]]
+  if not images:
+    raise UserError("no image given; usage: predict.py IMAGE [IMAGE ...] --weights=...")
+  missing = [path for path in argv[1:] if not os.path.isfile(absolute_path(path))]
+  if missing:
+    raise UserError(f"image {missing[0]} does not exist; pass the path of an image file")
+  config = validate_config(_CONFIG.value)
+  if _WEIGHTS.value == "pretrained":
+    check_pretrained(config)
+  from effnetlite import factory, inference  # JAX/TF: after the checks
+  module, variables = factory.create_model(config)
+  variables = factory.load_variables(_WEIGHTS.value, config, variables, ema=_EMA.value)
+  predict = inference.make_predict_fn(module)
+  names = inference.class_names(config.dataset.num_classes)
+  for shown, path in zip(argv[1:], images):
+    pixels = inference.load_eval_image(path, config.model.resolution,
+                                       config.model.resize_method,
+                                       config.model.eval_crop_fraction)
+    top = inference.top_k(predict(variables, pixels[None])[0], _TOP.value, names)
+    if _JSON.value:
+      print(json.dumps({"image": shown, "top": top}))
+    else:
+      print(shown)
+      for entry in top:
+        print(f"  {entry['prob']:7.2%}  {entry['index']:4d}  {entry['label']}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags_or_exit)
+  cli.run(main)

@@ -6,36 +6,40 @@ Input size and quantisation are read from the file; the image gets the
 evaluation preprocessing (centre crop with pad, bilinear resize).
 """
 
-import argparse
-import sys
+import os
 
-import effnetlite  # noqa: F401  (first: quiets TensorFlow before anything imports it)
-from effnetlite import inference
-from effnetlite.errors import UserError, exit_with
-from effnetlite.tflite import TFLiteModel
+from absl import flags
+
+from effnetlite import cli
+from effnetlite.config import RESIZE_METHODS
+from effnetlite.errors import UserError
+
+_IMAGE = cli.DEFINE_path("image", None, "Image file.", required=True, short_name="i")
+_MODEL = cli.DEFINE_path("model_file", None, ".tflite model.", required=True, short_name="m")
+_TOP = flags.DEFINE_integer("top", 5, "How many classes to print.", lower_bound=1,
+                            short_name="k")
+_RESIZE = flags.DEFINE_enum("resize_method", "bilinear", RESIZE_METHODS, "Resize method.")
+_THREADS = flags.DEFINE_integer("threads", None, "LiteRT threads.", lower_bound=1)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("-i", "--image", required=True, help="image file")
-  parser.add_argument("-m", "--model_file", required=True, help=".tflite model")
-  parser.add_argument("-k", "--top", type=int, default=5)
-  parser.add_argument("--resize_method", default="bilinear")
-  parser.add_argument("--threads", type=int, default=None)
-  args = parser.parse_args()
-  try:
-    model = TFLiteModel(args.model_file, args.threads)
-    if model.height != model.width:
-      raise UserError(f"{args.model_file} takes non-square {model.height}x{model.width} input")
-    pixels = inference.load_eval_image(args.image, model.height, args.resize_method)
-    outputs = model.logits(pixels[None])[0]
-  except UserError as error:
-    exit_with(error)
+def main(argv):
+  cli.no_positional_arguments(argv)
+  for flag, path in (("--image", _IMAGE.value), ("--model_file", _MODEL.value)):
+    if not os.path.isfile(path):
+      raise UserError(f"{flag}={path} does not exist; pass an existing file")
+  from effnetlite import inference  # TF/LiteRT: after the checks
+  from effnetlite.tflite import TFLiteModel
+  model = TFLiteModel(_MODEL.value, _THREADS.value)
+  if model.height != model.width:
+    raise UserError(f"{_MODEL.value} takes non-square {model.height}x{model.width} input")
+  pixels = inference.load_eval_image(_IMAGE.value, model.height, _RESIZE.value)
+  outputs = model.logits(pixels[None])[0]
   probabilities = outputs if abs(outputs.sum() - 1) < 1e-2 and outputs.min() >= 0 else (
       inference.softmax(outputs))
-  for entry in inference.top_k(probabilities, args.top, inference.class_names(model.num_classes)):
+  for entry in inference.top_k(probabilities, _TOP.value,
+                               inference.class_names(model.num_classes)):
     print(f"{entry['prob']:7.2%}  {entry['index']:4d}  {entry['label']}")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -6,7 +6,11 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from effnetlite import configure_process
+
+# The tests opt in to the settings every CLI uses (malloc tuning, quiet TensorFlow),
+# before JAX or TensorFlow load.
+configure_process()
 
 
 def _png_bytes(array: np.ndarray) -> bytes:

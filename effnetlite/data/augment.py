@@ -12,6 +12,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from effnetlite.errors import UserError
+
 FILL = 128.0
 MAX_LEVEL = 10.0
 
@@ -185,6 +187,6 @@ def apply_policy(image, augment: Any, seed):
   elif augment.policy == "autoaugment":
     out = autoaugment_v0(image, seed)
   else:
-    raise ValueError(f"unknown augment.policy {augment.policy!r}; use none, randaugment or "
+    raise UserError(f"unknown augment.policy {augment.policy!r}; use none, randaugment or "
                      "autoaugment")
   return tf.reshape(tf.clip_by_value(out, 0.0, 255.0), tf.shape(image))

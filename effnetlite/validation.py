@@ -1,0 +1,271 @@
+"""The one validation of a whole config, run before anything is built or compiled.
+
+`SCHEMA` knows every key a config may hold: its type and its allowed values or
+range. `validate_config` checks a config against it (unknown and missing keys
+included: a typo in a config file is an error, not a silently ignored key), then
+the rules that tie keys together, and returns a copy whose paths are absolute.
+Every problem is a `UserError` naming the key, the bad value and what is allowed.
+Plain Python on purpose: the CLIs run it before importing JAX or TensorFlow, so
+bad input answers in a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable
+
+import ml_collections
+
+from effnetlite import config as config_lib
+from effnetlite.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one key accepts: a kind of value and, optionally, a test on it."""
+  kind: str                                  # int | float | str | bool | pair
+  allowed: str = ""                          # the test in words, for the message
+  test: Callable[[Any], bool] = lambda value: True
+  bad_example: Any = None                    # a value the test refuses (for the tests)
+
+
+def choice(values: tuple[str, ...]) -> Rule:
+  return Rule("str", f"one of {', '.join(values)}", lambda v: v in values, "bogus")
+
+
+def number(kind: str = "float", *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False, or_minus_one: bool = False) -> Rule:
+  """A number in [low, high] (open ends with `low_open`/`high_open`); -1 may mean "unset"."""
+  def test(value):
+    if or_minus_one and value == -1:
+      return True
+    return ((low is None or (value > low if low_open else value >= low)) and
+            (high is None or (value < high if high_open else value <= high)))
+  if low is not None and high is not None:
+    words = (f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+  elif low is not None:
+    words = f"{'>' if low_open else '>='} {low:g}"
+  else:
+    words = f"{'<' if high_open else '<='} {high:g}"
+  if or_minus_one:
+    words += " (or -1: derived)"
+  bad = (low - 1 if low is not None and not low_open else low if low is not None
+         else high + 1)
+  if or_minus_one and bad == -1:
+    bad = -2
+  return Rule(kind, words, test, int(bad) if kind == "int" else float(bad))
+
+
+def positive(kind: str = "float") -> Rule:
+  return number(kind, low=0, low_open=True)
+
+
+def fraction() -> Rule:
+  """A rate: 0 <= value < 1."""
+  return number(low=0, high=1, high_open=True)
+
+
+def decay() -> Rule:
+  """A moving-average decay: 0 < value < 1."""
+  return number(low=0, high=1, low_open=True, high_open=True)
+
+
+def increasing_pair(low: float, high: float | None = None, words: str = "") -> Rule:
+  """(a, b) with low <= a <= b (<= high)."""
+  def test(value):
+    a, b = value
+    return low <= a <= b and (high is None or b <= high)
+  return Rule("pair", words or f"(a, b) with {low:g} <= a <= b" +
+              (f" <= {high:g}" if high is not None else ""), test, (2.0, 1.0))
+
+
+TEXT = Rule("str", "a non-empty string", lambda v: bool(v.strip()), "")
+ANY_TEXT = Rule("str")
+FLAG = Rule("bool", "true or false", bad_example="maybe")
+PATH = Rule("str", "a path ('' for none)")
+
+SCHEMA: dict[str, Rule] = {
+    "model.name": TEXT,
+    "model.width": positive(),
+    "model.depth": positive(),
+    "model.resolution": number("int", low=32),
+    "model.dropout_rate": fraction(),
+    "model.drop_connect_rate": fraction(),
+    "model.stem_channels": positive("int"),
+    "model.head_channels": positive("int"),
+    "model.bn_momentum": number(low=0, high=1, high_open=True),
+    "model.bn_epsilon": positive(),
+    "model.dtype": choice(config_lib.DTYPES),
+    "model.depthwise": choice(config_lib.DEPTHWISE_IMPLS),
+    "model.pointwise": choice(config_lib.POINTWISE_IMPLS),
+    "model.resize_method": choice(config_lib.RESIZE_METHODS),
+    "model.eval_crop_fraction": number(low=0, high=1, low_open=True),
+    "dataset.name": TEXT,
+    "dataset.data_dir": PATH,
+    "dataset.manual_dir": PATH,
+    "dataset.train_split": TEXT,
+    "dataset.eval_split": TEXT,
+    "dataset.num_classes": number("int", low=2),
+    "dataset.corrupt_images": choice(config_lib.CORRUPT_IMAGES),
+    "dataset.shuffle_buffer": positive("int"),
+    "augment.min_object_covered": number(low=0, high=1),
+    "augment.aspect_ratio_range": Rule("pair", "(a, b) with 0 < a <= b",
+                                       lambda v: 0 < v[0] <= v[1], (2.0, 1.0)),
+    "augment.area_range": Rule("pair", "(a, b) with 0 < a <= b <= 1",
+                               lambda v: 0 < v[0] <= v[1] <= 1, (0.5, 1.5)),
+    "augment.max_attempts": positive("int"),
+    "augment.random_flip": FLAG,
+    "augment.policy": choice(config_lib.AUGMENT_POLICIES),
+    "augment.randaugment_layers": number("int", low=0),
+    "augment.randaugment_magnitude": number(low=0, high=30),
+    "augment.mixup_alpha": number(low=0),
+    "optimizer.name": choice(config_lib.OPTIMIZERS),
+    "optimizer.base_learning_rate": positive(),
+    "optimizer.learning_rate_batch_base": positive("int"),
+    "optimizer.schedule": choice(config_lib.SCHEDULES),
+    "optimizer.warmup_epochs": number(low=0),
+    "optimizer.decay_epochs": positive(),
+    "optimizer.decay_factor": number(low=0, high=1, low_open=True),
+    "optimizer.rmsprop_decay": decay(),
+    "optimizer.momentum": fraction(),
+    "optimizer.epsilon": positive(),
+    "optimizer.initial_scale": number(low=0),
+    "optimizer.weight_decay": number(low=0),
+    "optimizer.label_smoothing": fraction(),
+    "ema_decay": decay(),
+    "num_epochs": positive(),
+    "batch_size": positive("int"),
+    "eval_batch_size": positive("int"),
+    "seed": number("int", low=0),
+    "nonfinite_loss": choice(config_lib.NONFINITE_LOSS),
+    "log_every_steps": positive("int"),
+    "eval_every_steps": number("int", low=0),
+    "checkpoint_every_steps": positive("int"),
+    "keep_checkpoints": positive("int"),
+    "init_from": PATH,
+    "steps_per_epoch": number("int", low=1, or_minus_one=True),
+    "max_steps": number("int", low=1, or_minus_one=True),
+}
+
+# The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
+SEARCH_SCHEMA: dict[str, Rule] = {
+    "search.phi": positive(),
+    "search.alpha_range": increasing_pair(1.0),
+    "search.beta_range": increasing_pair(1.0),
+    "search.gamma_range": increasing_pair(1.0),
+    "search.step": positive(),
+    "search.tolerance": positive(),
+}
+
+# Keys holding paths: made absolute once, here, so every later use is independent of the
+# current directory (orbax, for one, refuses relative paths).
+PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "init_from")
+WEIGHT_KEYWORDS = ("pretrained", "random")
+
+
+def absolute_path(path: str) -> str:
+  """`~` expanded and made absolute against the current directory ('' stays '')."""
+  return os.path.abspath(os.path.expanduser(path)) if path else path
+
+
+def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+  if kind == "bool":
+    return isinstance(value, bool)
+  if kind == "int":
+    return isinstance(value, int) and not isinstance(value, bool)
+  if kind == "float":
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+  if kind == "pair":
+    return (isinstance(value, (tuple, list)) and len(value) == 2 and
+            all(_has_kind(v, "float") for v in value))
+  return isinstance(value, str)
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string",
+               "bool": "true or false", "pair": "a pair of numbers like (0.5, 1.0)"}
+
+
+def check_key(key: str, value: Any, rule: Rule) -> None:
+  if not _has_kind(value, rule.kind):
+    raise UserError(f"config.{key}={value!r} must be {_KIND_WORDS[rule.kind]}"
+                    + (f", {rule.allowed}" if rule.allowed else ""))
+  if not rule.test(value):
+    raise UserError(f"config.{key}={value!r} is not allowed; use {rule.allowed}")
+
+
+def validate_config(config: ml_collections.ConfigDict, search: bool = False
+                    ) -> ml_collections.ConfigDict:
+  """Checks every key and the cross-key rules; returns a copy with absolute paths.
+
+  `search=True` also requires and checks the `search` section (grid_search.py).
+  """
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
+                    "ml_collections.ConfigDict; start from effnetlite.config.base_config()")
+  flat = _flat(config)
+  schema = {**SCHEMA, **(SEARCH_SCHEMA if search or "search" in config else {})}
+  unknown = sorted(set(flat) - set(schema))
+  if unknown:
+    raise UserError(f"config.{unknown[0]} is not a key effnetlite reads; check its spelling "
+                    "against effnetlite/config.py or remove it")
+  missing = sorted(set(schema) - set(flat))
+  if missing:
+    what = ("a search config (with a `search` section, like configs/search_lite0.py)"
+            if missing[0].startswith("search.") else "a config built on "
+            "effnetlite.config.base_config()")
+    raise UserError(f"the config has no key {missing[0]}; pass {what}")
+  for key, rule in schema.items():
+    check_key(key, flat[key], rule)
+
+  if config.dataset.name == "folder" and not config.dataset.data_dir:
+    raise UserError("config.dataset.name='folder' needs config.dataset.data_dir: the folder "
+                    "holding <split>/<class>/<image> files")
+  checked = config.copy_and_resolve_references()
+  for key in PATH_KEYS:
+    section, _, name = key.rpartition(".")
+    holder = checked[section] if section else checked
+    if key == "init_from" and holder[name] in WEIGHT_KEYWORDS:
+      continue
+    holder[name] = absolute_path(holder[name])
+  if checked.init_from and checked.init_from not in WEIGHT_KEYWORDS:
+    check_weights(checked.init_from, "config.init_from")
+  if checked.init_from == "pretrained":
+    check_pretrained(checked, "config.init_from")
+  return checked
+
+
+def check_weights(weights: str, what: str = "--weights", tflite: bool = False) -> str:
+  """`pretrained`, `random`, or an existing path (made absolute): cheap, before any data."""
+  if weights in WEIGHT_KEYWORDS:
+    return weights
+  path = absolute_path(weights)
+  if not path or not (os.path.exists(path) or os.path.exists(path + ".index")):
+    raise UserError(f"{what}={weights}: {path or 'the path'} does not exist; pass 'pretrained', "
+                    "a .pth/.safetensors file, a TF checkpoint, a training run directory"
+                    + (" or a .tflite file" if tflite else ""))
+  if path.endswith(".tflite") and not tflite:
+    raise UserError(f"{what}={weights} is a TFLite file; this command needs JAX weights "
+                    "(a training run directory, a .pth/.safetensors file or 'pretrained')")
+  return path
+
+
+def check_pretrained(config: ml_collections.ConfigDict, what: str = "--weights") -> None:
+  """Offline ImageNet weights exist only for lite0-2, under their own names."""
+  if config.model.name not in config_lib.PRETRAINED_VARIANTS:
+    raise UserError(f"{what}=pretrained: no offline ImageNet weights for "
+                    f"config.model.name={config.model.name!r} (only "
+                    f"{', '.join(config_lib.PRETRAINED_VARIANTS)}); pass a weights file or "
+                    "directory instead")
