@@ -3,8 +3,6 @@
   python train.py --config=configs/lite3.py --workdir=DIR [--config.batch_size=128 ...]
 """
 
-from absl import flags
-
 from effnetlite import cli
 from effnetlite.validation import validate_config
 

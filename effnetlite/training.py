@@ -43,22 +43,24 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """The checks that need the devices or the file system, before anything compiles."""
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The checks that need the devices or the file system, before any data or compilation.
+
+  Nothing is created yet: a run that fails on its data leaves no empty workdir behind.
+  """
   for name in ("batch_size", "eval_batch_size"):
     pipeline.local_batch_size(config[name], f"config.{name}")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-    with open(probe, "w", encoding="utf-8") as handle:
-      handle.write("ok")
-    os.remove(probe)
-  except OSError as error:
-    raise UserError(f"workdir {workdir} is not writable ({error.strerror}); pass a "
-                    "directory you can write to") from None
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"workdir {workdir} is not writable ({existing} is "
+                    f"{'not a directory' if not os.path.isdir(existing) else 'read-only'}); "
+                    "pass a directory you can write to")
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     files.write_atomically(os.path.join(workdir, "config.json"),
                            config.to_json_best_effort(indent=2))
@@ -79,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
   workdir = absolute_path(workdir)  # orbax takes absolute paths only
   initialize_distributed()
-  prepare_workdir(config, workdir)
+  check_run(config, workdir)
   mesh = pipeline.make_mesh()
   train_source = sources.make_source(config.dataset, config.dataset.train_split,
                                      jax.process_index(), jax.process_count())

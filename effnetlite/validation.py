@@ -82,7 +82,6 @@ def increasing_pair(low: float, high: float | None = None, words: str = "") -> R
 
 
 TEXT = Rule("str", "a non-empty string", lambda v: bool(v.strip()), "")
-ANY_TEXT = Rule("str")
 FLAG = Rule("bool", "true or false", bad_example="maybe")
 PATH = Rule("str", "a path ('' for none)")
 
@@ -237,11 +236,10 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False
   for key in PATH_KEYS:
     section, _, name = key.rpartition(".")
     holder = checked[section] if section else checked
-    if key == "init_from" and holder[name] in WEIGHT_KEYWORDS:
-      continue
-    holder[name] = absolute_path(holder[name])
-  if checked.init_from and checked.init_from not in WEIGHT_KEYWORDS:
-    check_weights(checked.init_from, "config.init_from")
+    if key == "init_from":
+      holder[name] = check_weights(holder[name], "config.init_from") if holder[name] else ""
+    else:
+      holder[name] = absolute_path(holder[name])
   if checked.init_from == "pretrained":
     check_pretrained(checked, "config.init_from")
   return checked

@@ -8,6 +8,7 @@
 from absl import flags
 
 from effnetlite import cli
+from effnetlite.errors import UserError
 from effnetlite.validation import validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True,
@@ -29,6 +30,9 @@ def main(argv):
         f"{_NUM_WORKERS.value} takes {len(share)}: {', '.join(c.key for c in share)}")
   if not _REPORT_ONLY.value:
     search.run_search(config, _WORKDIR.value, _WORKER.value, _NUM_WORKERS.value)
+  elif not search.read_results(_WORKDIR.value):
+    raise UserError(f"--workdir={_WORKDIR.value} holds no search results yet; run the search "
+                    "without --report_only first")
   markdown, best = search.write_report(_WORKDIR.value)
   print(markdown)
   if best:

@@ -31,6 +31,8 @@ def main(argv):
   if _WEIGHTS.value == "pretrained":
     check_pretrained(config)
   from effnetlite import factory, inference  # JAX/TF: after the checks
+  for path in images:
+    inference.read_image_bytes(path)  # an unreadable file fails before the model is built
   module, variables = factory.create_model(config)
   variables = factory.load_variables(_WEIGHTS.value, config, variables, ema=_EMA.value)
   predict = inference.make_predict_fn(module)

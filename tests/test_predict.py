@@ -34,17 +34,3 @@ def test_predicts_cat_and_espresso(photo_files, tmp_path):
   assert rows[1]["top"][0]["label"] == "espresso"
   assert rows[3]["top"][0]["label"] == "espresso"
   assert len(rows[2]["top"]) == 3 and rows[2]["top"][0]["prob"] >= rows[2]["top"][1]["prob"]
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--weights=pretrained", "README.md"], "is not a readable image"),
-    (["--weights=pretrained", "missing.jpg"], "does not exist"),
-    (["--weights=/nonexistent/weights.pth", "README.md"], "does not exist"),
-    (["--weights=pretrained"], "no image given"),
-])
-def test_bad_input_one_line(args, message):
-  result = _predict(*args)
-  assert result.returncode == 2
-  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and message in errors[0]
-  assert "Traceback" not in result.stderr

