@@ -32,7 +32,8 @@ demo: setup
 	    --quantize=int8 --io=int8 --calibration_steps=500 --output=$(DEMO_DIR)/demo-int8.tflite
 	$(BIN)/python eval.py --config=configs/demo.py --weights=$(DEMO_DIR)/demo-int8.tflite \
 	    --output=$(DEMO_DIR)/eval-int8.json
-	$(BIN)/python -c "import sys; from effnetlite.data.digits import write_example; \
+	$(BIN)/python -c "import sys, effnetlite; effnetlite.configure_process(); \
+	    from effnetlite.data.digits import write_example; \
 	    print('wrote a', write_example(sys.argv[1]))" $(DEMO_DIR)/digit.png
 	$(BIN)/python scripts/predict.py $(DEMO_DIR)/digit.png --config=configs/demo.py \
 	    --weights=$(DEMO_DIR) --top=3
