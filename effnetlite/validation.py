@@ -156,6 +156,13 @@ SEARCH_SCHEMA: dict[str, Rule] = {
     "search.gamma_range": increasing_pair(1.0),
     "search.step": positive(),
     "search.tolerance": positive(),
+    "search.objective": choice(config_lib.SEARCH_OBJECTIVES),
+    "search.pruner": choice(config_lib.SEARCH_PRUNERS),
+    "search.heartbeat_seconds": positive("int"),
+    "search.max_retries": number("int", low=0),
+    "search.latency_format": choice(config_lib.LATENCY_FORMATS),
+    "search.latency_threads": positive("int"),
+    "search.latency_budget_ms": number(low=0),
 }
 
 # Keys holding paths: made absolute once, here, so every later use is independent of the
@@ -229,6 +236,11 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False
   for key, rule in schema.items():
     check_key(key, flat[key], rule)
 
+  if "search" in config and config.search.objective != "accuracy" and (
+      config.search.pruner != "none"):
+    raise UserError(f"config.search.pruner={config.search.pruner!r} needs "
+                    "config.search.objective='accuracy': Optuna prunes single-objective studies "
+                    "only; set config.search.pruner=none")
   if config.dataset.name == "folder" and not config.dataset.data_dir:
     raise UserError("config.dataset.name='folder' needs config.dataset.data_dir: the folder "
                     "holding <split>/<class>/<image> files")

@@ -1,9 +1,15 @@
-"""Grid-searches alpha/beta/gamma under the FLOPs constraint; restartable, shardable over workers.
+"""Compound-scaling search: alpha/beta/gamma under the FLOPs constraint, as one Optuna study.
 
   python scripts/grid_search.py --config=configs/search_lite0.py --workdir=DIR \
-      [--worker=I --num_workers=N]      # one job-array task per worker, one shared workdir
+      [--storage=postgresql+psycopg://user:pw@host/db] [--study=NAME]
   python scripts/grid_search.py --config=... --workdir=DIR --report_only
+
+N workers are this command run N times (on any machines, one --storage, one shared
+--workdir); each takes the next waiting candidate. The study is readable with
+plain Optuna (`optuna.load_study`) and `optuna-dashboard STORAGE_URL`.
 """
+
+import os
 
 from absl import flags
 
@@ -13,30 +19,41 @@ from effnetlite.validation import validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True,
                                  help_string="Search config file (with a `search` section).")
-_WORKDIR = cli.DEFINE_path("workdir", None, "Shared directory for all workers.", required=True)
-_WORKER = flags.DEFINE_integer("worker", 0, "This worker's index.", lower_bound=0)
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 1, "How many workers share the grid.",
-                                    lower_bound=1)
+_WORKDIR = cli.DEFINE_path("workdir", None, "Shared directory: candidate runs and reports.",
+                           required=True)
+_STORAGE = flags.DEFINE_string("storage", "", "SQLAlchemy URL of the study's database "
+                               "(default: sqlite:///WORKDIR/study.db, one machine).")
+_STUDY = flags.DEFINE_string("study", "", "Study name (default: derived from the config).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table and plot.")
 
 
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
-  from effnetlite import search  # plain Python; training (JAX/TF) loads per candidate
+  from effnetlite import search, search_report, study, training  # after the checks
   grid = search.candidates(config)
-  share = search.my_candidates(grid, _WORKER.value, _NUM_WORKERS.value)
-  print(f"{len(grid)} candidates within tolerance; worker {_WORKER.value} of "
-        f"{_NUM_WORKERS.value} takes {len(share)}: {', '.join(c.key for c in share)}")
+  print(f"{len(grid)} candidates within tolerance: {', '.join(c.key for c in grid)}")
+  training.initialize_distributed()
+  import jax
+  leader = jax.process_index() == 0
+  url = study.storage_url(_STORAGE.value, _WORKDIR.value)
+  name = _STUDY.value or study.default_study_name(config)
+  if _REPORT_ONLY.value and not _STORAGE.value and not os.path.exists(
+      os.path.join(_WORKDIR.value, study.STUDY_FILE)):
+    raise UserError(f"--workdir={_WORKDIR.value} holds no study ({study.STUDY_FILE}); run the "
+                    "search first, or pass the --storage it used")
+  the_study = None
+  if leader:  # in a multi-process job only process 0 talks to the study
+    if not _STORAGE.value and not _REPORT_ONLY.value:
+      os.makedirs(_WORKDIR.value, exist_ok=True)  # the SQLite file's home
+    the_study = study.open_study(config, url, name, enqueue=not _REPORT_ONLY.value)
   if not _REPORT_ONLY.value:
-    search.run_search(config, _WORKDIR.value, _WORKER.value, _NUM_WORKERS.value)
-  elif not search.read_results(_WORKDIR.value):
-    raise UserError(f"--workdir={_WORKDIR.value} holds no search results yet; run the search "
-                    "without --report_only first")
-  markdown, best = search.write_report(_WORKDIR.value)
-  print(markdown)
-  if best:
-    print(f"table: {_WORKDIR.value}/results.md, plot: {_WORKDIR.value}/pareto.png")
+    study.run_worker(config, the_study, _WORKDIR.value)
+  if leader:
+    markdown, _ = search_report.write_report(the_study, _WORKDIR.value)
+    print(markdown)
+    print(f"study {name!r} in {url}\ntable: {_WORKDIR.value}/results.md, plot: "
+          f"{_WORKDIR.value}/pareto.png\nbrowse: optuna-dashboard {url}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,11 @@ CASES = {
                     "--config.search.alpha_range=(1.2,1.2)", "--config.search.beta_range=(1.1,1.1)",
                     "--config.search.gamma_range=(1.15,1.15)"),
         output=r"1 candidates within tolerance(.|\n)*best: alpha=1.2, beta=1.1, gamma=1.15"),
+    # No database server here: the command as printed must fail in one line, before training.
+    "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=/shared/search "
+    "--storage=postgresql+psycopg://user:password@dbhost/search": Case(
+        "imagenet", replace=(("/shared/search", "shared_search"),),
+        error="--storage=postgresql+psycopg://user:password@dbhost/search cannot be opened"),
     "python scripts/scale.py --base=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
     "--phi=1..4 --output_dir=configs/scaled": Case(
         "scaling", output=r"(\| [1-4] \| .*\n){4}"),

@@ -49,7 +49,8 @@ def test_search_config_passes_as_a_search_and_others_do_not():
 
 def test_folder_dataset_needs_a_data_dir(tmp_path, monkeypatch):
   config = _config_file("finetune_folder")
-  with pytest.raises(UserError, match=r"config.dataset.name='folder' needs config.dataset.data_dir"):
+  with pytest.raises(UserError,
+                     match=r"config.dataset.name='folder' needs config.dataset.data_dir"):
     validation.validate_config(config)
   monkeypatch.chdir(tmp_path)
   config.dataset.data_dir = "images"
