@@ -247,3 +247,47 @@ def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
   assert json.loads(json.dumps(retry.params)) == first.params
   # Not one candidate trained twice to the end: the retry resumed from the checkpoint.
   assert int(open(os.path.join(workdir, "runs", killed, "step")).read()) == STEPS
+
+
+_PROCESS = """
+import json, jax
+from configs import search_lite0
+from effnetlite import study
+from effnetlite.training import initialize_distributed
+from test_study import fake_train
+initialize_distributed()
+config = search_lite0.get_config()
+config.search.pruner = "median"
+leader = jax.process_index() == 0
+the_study = study.open_study(config, {url!r}, "hosts") if leader else None
+log = []
+study.run_worker(config, the_study, {workdir!r},
+                 train=lambda c, w, e: fake_train(c, w + f"-p{{jax.process_index()}}", e, log=log))
+print(json.dumps(log))
+"""
+
+
+def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
+  import socket
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  url, workdir = study.storage_url("", str(tmp_path)), str(tmp_path)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+             JAX_NUM_PROCESSES="2", PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "tests"))
+  processes = [subprocess.Popen([sys.executable, "-c", _PROCESS.format(url=url, workdir=workdir)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=dict(env, JAX_PROCESS_ID=str(i)))
+               for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for process, (_, error) in zip(processes, outputs):
+    assert process.returncode == 0, error[-3000:]
+  logs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+  assert logs[0] == logs[1] and len(logs[0]) == 5  # the same candidates, in the same order
+  trials = optuna.load_study(study_name="hosts", storage=url).trials
+  assert len(trials) == 5  # only process 0 talks to the study
+  for trial in trials:  # pruned together: both processes stopped at the same step
+    key = trial.user_attrs["candidate"]
+    steps = [open(os.path.join(workdir, "runs", f"{key}-p{i}", "step")).read() for i in (0, 1)]
+    assert steps[0] == steps[1]
+    assert int(steps[0]) == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
