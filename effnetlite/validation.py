@@ -51,8 +51,11 @@ def number(kind: str = "float", *, low: float | None = None, high: float | None 
     words = f"{'<' if high_open else '<='} {high:g}"
   if or_minus_one:
     words += " (or -1: derived)"
-  bad = (low - 1 if low is not None and not low_open else low if low is not None
-         else high + 1)
+  # A value just outside the range, for the bad-input tests.
+  if low is None:
+    bad = high + 1
+  else:
+    bad = low if low_open else low - 1
   if or_minus_one and bad == -1:
     bad = -2
   return Rule(kind, words, test, int(bad) if kind == "int" else float(bad))
@@ -72,13 +75,10 @@ def decay() -> Rule:
   return number(low=0, high=1, low_open=True, high_open=True)
 
 
-def increasing_pair(low: float, high: float | None = None, words: str = "") -> Rule:
-  """(a, b) with low <= a <= b (<= high)."""
-  def test(value):
-    a, b = value
-    return low <= a <= b and (high is None or b <= high)
-  return Rule("pair", words or f"(a, b) with {low:g} <= a <= b" +
-              (f" <= {high:g}" if high is not None else ""), test, (2.0, 1.0))
+def increasing_pair(low: float) -> Rule:
+  """(a, b) with low <= a <= b: a search range."""
+  return Rule("pair", f"(a, b) with {low:g} <= a <= b", lambda v: low <= v[0] <= v[1],
+              (low + 1, low))
 
 
 TEXT = Rule("str", "a non-empty string", lambda v: bool(v.strip()), "")
