@@ -57,6 +57,7 @@ class _ConfigFileParser(config_flags.ConfigFileFlagParser):
   """
 
   def parse(self, path: str) -> Any:
+    path = os.path.expanduser(path)  # the shell leaves `--config=~/...` unexpanded
     file = path.split(":", 1)[0]
     if not os.path.isfile(file):
       raise UserError(f"--{self.name}={path}: config file {validation.absolute_path(file)} "

@@ -162,3 +162,18 @@ def test_each_cli_answers_bad_flags_in_one_line(script, args, needles, tmp_path)
   before = set(os.listdir(cwd))
   _assert_one_line_error(_run(script, *resolved, cwd=cwd), *needles)
   assert set(os.listdir(cwd)) == before  # nothing written, not even a directory
+
+
+def test_home_relative_config_and_output_paths_expand(tmp_path):
+  """`--base=~/...` reaches us unexpanded (the shell expands ~ only at a word's start)."""
+  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--base=~/configs/lite1.py",
+                           "--phi=1", "--output_dir=~/scaled"], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, HOME=str(tmp_path)))
+  assert result.returncode == 2 and "does not exist" in result.stderr  # no configs in HOME
+  os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
+  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--base=~/configs/lite1.py",
+                           "--phi=1", "--output_dir=~/scaled"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
+  assert result.returncode == 0, result.stderr
+  assert os.listdir(tmp_path / "scaled") == ["lite1_phi1.py"]
