@@ -26,11 +26,11 @@ from effnetlite.sample_images import write_sample_photos
 
 
 def _image_files(directory: str) -> list[str]:
-  files = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
-                 if f.lower().endswith(sources.IMAGE_EXTENSIONS + (".webp", ".tif", ".tiff")))
-  if not files:
+  images = sorted(f for f in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
+                  if f.lower().endswith(sources.IMAGE_EXTENSIONS + (".webp", ".tif", ".tiff")))
+  if not images:
     raise UserError(f"no images in {directory}; pass a folder of JPEG/PNG files")
-  return files
+  return images
 
 
 def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int | None = None
