@@ -215,6 +215,8 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
       raise CandidateFailed(candidate.key) from error
     finally:
       trial.set_user_attr("train_seconds", time.time() - start)
+    trial.set_user_attr("top1", metrics["eval_top1"])  # also when resumed from a finished run
+    trial.set_user_attr("ema_top1", metrics["ema_eval_top1"])
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
     if measure_latency is None:
       return metrics["ema_eval_top1"]
