@@ -2,7 +2,8 @@
 
 Rows are the study's candidate trials (complete, pruned with their last EMA top-1,
 running, failed); the best is the top EMA top-1 for `accuracy` and the Pareto
-front of EMA top-1 against measured latency for `accuracy_latency`.
+front of EMA top-1 against measured latency for `accuracy_latency`. The plot
+shows EMA top-1 against MACs (or latency) with the Pareto front.
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ def write_report(study: Any, workdir: str) -> tuple[str, list[dict[str, Any]]]:
   return text, best_rows(study)
 
 
+def _cost_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Complete candidates that no other beats on both MACs (lower) and EMA top-1 (higher)."""
+  front, best = [], -1.0
+  for row in sorted((r for r in rows if r["state"] == "COMPLETE"),
+                    key=lambda r: (r["macs"], -r["ema_top1"])):
+    if row["ema_top1"] > best:
+      front.append(row)
+      best = row["ema_top1"]
+  return front
+
+
 def _plot(study: Any) -> bytes:
   import matplotlib
   matplotlib.use("Agg")
@@ -92,9 +104,9 @@ def _plot(study: Any) -> bytes:
   for r in rows:
     axes.annotate(f"{r['alpha']},{r['beta']},{r['gamma']}", (x_of(r), r["ema_top1"]),
                   fontsize=6)
-  front = best_rows(study)
+  front = best_rows(study) if latency else _cost_front(rows)
   axes.plot([x_of(r) for r in front], [r["ema_top1"] for r in front], "r-o",
-            label="Pareto front" if latency else "best")
+            label="Pareto front")
   axes.set_xlabel("TFLite latency, batch 1 (ms)" if latency else "multiply-adds (M)")
   axes.set_ylabel("EMA top-1")
   axes.set_title("compound-scaling search (alpha, beta, gamma)")

@@ -291,3 +291,10 @@ def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
     steps = [open(os.path.join(workdir, "runs", f"{key}-p{i}", "step")).read() for i in (0, 1)]
     assert steps[0] == steps[1]
     assert int(steps[0]) == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
+
+
+def test_cost_front_by_hand():
+  rows = [{"state": "COMPLETE", "macs": m, "ema_top1": a, "k": k} for k, m, a in (
+      ("cheap", 60, 0.80), ("dominated", 62, 0.79), ("better", 63, 0.85), ("same", 63, 0.84),
+      ("best", 70, 0.90))] + [{"state": "PRUNED", "macs": 50, "ema_top1": 0.99, "k": "pruned"}]
+  assert [r["k"] for r in search_report._cost_front(rows)] == ["cheap", "better", "best"]
