@@ -27,7 +27,10 @@ def get_config():
   search.step = 0.1
   search.tolerance = 0.08           # |realised / 2^phi - 1| <= tolerance
   search.objective = "accuracy"     # accuracy | accuracy_latency (measured TFLite latency)
-  search.pruner = "median"          # none | median | hyperband (single objective only)
+  # none | median | hyperband (single objective only). On this 4-epoch proxy the EMA stays
+  # near chance until the last epochs, so a pruner stops late and can stop good candidates:
+  # use one with longer proxies.
+  search.pruner = "none"
   search.heartbeat_seconds = 30     # a worker silent for 2x this is dead: its candidate retried
   search.max_retries = 3            # retries of a candidate whose workers died
   search.latency_format = "int8"    # float | int8: the TFLite file timed with LiteRT

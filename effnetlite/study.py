@@ -220,8 +220,9 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
     if measure_latency is None:
       return metrics["ema_eval_top1"]
-    latency = measure_latency(search.candidate_config(config, candidate),
-                              os.path.join(workdir, "runs", candidate.key))
+    run_dir = os.path.join(workdir, "runs", candidate.key)
+    latency = measure_latency(search.candidate_config(config, candidate), run_dir,
+                              os.path.join(run_dir, f"model-{config.search.latency_format}.tflite"))
     trial.set_user_attr("latency_ms", latency)
     if config.search.latency_budget_ms > 0:  # feasible when <= 0: best_trials honours it
       trial.set_constraint("latency_budget_ms", latency - config.search.latency_budget_ms)
@@ -229,16 +230,14 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
   return objective
 
 
-def measure_tflite_latency(config: ml_collections.ConfigDict, run_dir: str) -> float:
-  """Exports the candidate's EMA weights to TFLite and times batch 1 with LiteRT (ms)."""
+def measure_tflite_latency(config: ml_collections.ConfigDict, weights: str, output: str,
+                           fmt: str, threads: int) -> float:
+  """Exports `weights` (EMA) as `fmt` TFLite to `output`; LiteRT batch-1 latency in ms."""
   from effnetlite import deploy
   from effnetlite.export_options import ExportOptions
-  fmt = config.search.latency_format
-  options = ExportOptions(weights=run_dir, quantize="int8" if fmt == "int8" else "none",
-                          calibration_steps=LATENCY_CALIBRATION_IMAGES,
-                          threads=config.search.latency_threads)
-  report = deploy.export_model(config, options, os.path.join(run_dir, f"model-{fmt}.tflite"))
-  return float(report["latency_ms_batch1"])
+  options = ExportOptions(weights=weights, quantize="int8" if fmt == "int8" else "none",
+                          calibration_steps=LATENCY_CALIBRATION_IMAGES, threads=threads)
+  return float(deploy.export_model(config, options, output)["latency_ms_batch1"])
 
 
 def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
@@ -252,7 +251,9 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
   if train is None:
     from effnetlite.training import train_and_evaluate as train
   if measure_latency is None and config.search.objective == "accuracy_latency":
-    measure_latency = measure_tflite_latency
+    def measure_latency(candidate_config, weights, output):
+      return measure_tflite_latency(candidate_config, weights, output,
+                                    config.search.latency_format, config.search.latency_threads)
   multihost = jax.process_count() > 1
   if jax.process_index() != 0:
     _follow(config, workdir, train)

@@ -81,8 +81,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        ) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics.
 
-  `on_eval(step, metrics)` runs after every evaluation; it may raise to stop the run
-  (the search's pruner does), after which checkpoints already started are completed.
+  `on_eval(step, metrics)` runs after every evaluation but the last (whose metrics are
+  returned); it may raise to stop the run (the search's pruner does), after which the
+  checkpoints already started are completed.
   """
   config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
   workdir = absolute_path(workdir)  # orbax takes absolute paths only
@@ -186,7 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
                   f"(EMA {last_eval['ema_eval_top1']:.4f}) on {last_eval['eval_count']} images")
         window_start = time.perf_counter()  # evaluation time is not training throughput
-        if on_eval is not None:
+        if on_eval is not None and not is_last:
           on_eval(step, last_eval)
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpoints.save(manager, step, state, config.to_dict(), force=is_last)

@@ -42,7 +42,8 @@ def accuracy_of(config) -> float:
 
 
 def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
-  """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step."""
+  """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step;
+  `on_eval` after every evaluation but the last, whose metrics are returned."""
   os.makedirs(workdir, exist_ok=True)
   checkpoint = os.path.join(workdir, "step")
   step = int(open(checkpoint).read()) if os.path.exists(checkpoint) else 0
@@ -55,7 +56,7 @@ def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
     with open(checkpoint + ".tmp", "w") as handle:
       handle.write(str(step))
     os.replace(checkpoint + ".tmp", checkpoint)
-    if step % EVAL_EVERY == 0 and on_eval is not None:
+    if step % EVAL_EVERY == 0 and step < STEPS and on_eval is not None:  # the last: returned
       on_eval(step, {"eval_top1": target * step / STEPS, "ema_eval_top1": target * step / STEPS})
   return {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
 
@@ -138,7 +139,7 @@ def test_accuracy_latency_has_two_objectives_and_a_pareto_front(tmp_path):
              "a1.100_b1.000_g1.100": 0.9}
   the_study = _open(config, tmp_path)
   study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e),
-                   measure_latency=lambda c, run_dir: latency[os.path.basename(run_dir)])
+                   measure_latency=lambda c, run_dir, output: latency[os.path.basename(run_dir)])
   assert len(the_study.directions) == 2
   accuracy = {c.key: accuracy_of(search.candidate_config(config, c))
               for c in search.candidates(config)}
@@ -298,3 +299,17 @@ def test_cost_front_by_hand():
       ("cheap", 60, 0.80), ("dominated", 62, 0.79), ("better", 63, 0.85), ("same", 63, 0.84),
       ("best", 70, 0.90))] + [{"state": "PRUNED", "macs": 50, "ema_top1": 0.99, "k": "pruned"}]
   assert [r["k"] for r in search_report._cost_front(rows)] == ["cheap", "better", "best"]
+
+
+def test_latency_is_timed_on_the_exported_int8_tflite(tmp_path):
+  from helpers import tiny_config
+  config = tiny_config(data_dir=str(tmp_path / "tfds"), resolution=32)
+  output = str(tmp_path / "model-int8.tflite")
+  latency = study.measure_tflite_latency(config, "random", output, "int8", threads=1)
+  with open(output + ".report.json") as handle:
+    report = json.load(handle)
+  assert latency == report["latency_ms_batch1"]
+  assert report["quantize"] == "int8" and report["threads"] == 1
+  # An int8 graph with float I/O: QUANTIZE in, DEQUANTIZE out, integer kernels between.
+  assert {"QUANTIZE", "DEPTHWISE_CONV_2D", "CONV_2D", "DEQUANTIZE"} <= set(report["ops"])
+  assert report["input"]["dtype"] == "float32"
