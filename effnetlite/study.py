@@ -189,6 +189,8 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
       trial.set_user_attr("duplicate", True)
       raise NotACandidate(trial.number)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    derived = search.candidate_config(config, candidate)
+    run_dir = os.path.join(workdir, "runs", candidate.key)
     if multihost:
       _broadcast(grid.index(candidate))
 
@@ -206,8 +208,7 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
 
     start = time.time()
     try:
-      metrics = train(search.candidate_config(config, candidate),
-                      os.path.join(workdir, "runs", candidate.key), on_eval)
+      metrics = train(derived, run_dir, on_eval)
     except (optuna.TrialPruned, UserError):
       raise
     except Exception as error:  # noqa: BLE001 - a failed candidate is recorded
@@ -220,8 +221,7 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
     if measure_latency is None:
       return metrics["ema_eval_top1"]
-    run_dir = os.path.join(workdir, "runs", candidate.key)
-    latency = measure_latency(search.candidate_config(config, candidate), run_dir,
+    latency = measure_latency(derived, run_dir,
                               os.path.join(run_dir, f"model-{config.search.latency_format}.tflite"))
     trial.set_user_attr("latency_ms", latency)
     if config.search.latency_budget_ms > 0:  # feasible when <= 0: best_trials honours it

@@ -108,8 +108,8 @@ print(json.dumps({"devices": jax.device_count(), **result}))
 """
 
 
-@pytest.mark.parametrize("devices", [1, 4])
-def test_eval_counts_every_example_once(devices):
+@pytest.mark.parametrize("devices", [pytest.param(1, marks=pytest.mark.slow), 4])
+def test_eval_counts_every_example_once(devices):  # 1 device: slow (4 is the harder case)
   result = run_python(_COUNT_SCRIPT, devices=devices)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads(result.stdout.strip().splitlines()[-1])

@@ -46,6 +46,7 @@ def test_eval_matches_training_final_evaluation(trained, tmp_path):
     assert "top-1" in result.stdout
 
 
+@pytest.mark.slow  # for the 15-minute default run; test_readme evaluates an int8 export
 def test_tflite_float_matches_jax_and_int8_delta(trained, tmp_path):
   config, workdir, metrics = trained
   results = {}

@@ -41,8 +41,10 @@ def test_pretrained_lite0_float_matches_jax(photos, tmp_path):
   assert os.path.exists(output + ".report.json")
 
 
-@pytest.mark.parametrize("name,weights", [("lite1", "pretrained"), ("lite2", "pretrained"),
-                                          ("lite3", "random"), ("lite4", "random")])
+@pytest.mark.parametrize("name,weights", [
+    ("lite1", "pretrained"), ("lite2", "pretrained"),
+    pytest.param("lite3", "random", marks=pytest.mark.slow),  # the 15-minute budget
+    pytest.param("lite4", "random", marks=pytest.mark.slow)])
 def test_other_variants_export_with_parity(name, weights, few_photos, tmp_path):
   report = deploy.export_model(config_lib.variant_config(name),
                                deploy.ExportOptions(weights=weights, check_dir=few_photos),

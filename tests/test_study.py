@@ -214,8 +214,8 @@ def postgres(tmp_path):
 
 def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
   workdir = str(tmp_path / "search")
-  victim = _start_worker(postgres, workdir, 0.5)
-  survivor = _start_worker(postgres, workdir, 0.5)
+  victim = _start_worker(postgres, workdir, 0.25)
+  survivor = _start_worker(postgres, workdir, 0.25)
   # SIGKILL the first worker once it is half-way through a candidate (checkpoint at step 3+).
   deadline = time.time() + 120
   killed = None

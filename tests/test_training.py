@@ -32,6 +32,7 @@ def _losses(workdir):
   return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
+@pytest.mark.slow  # for the 15-minute default run: a 1000-class step on mock data
 def test_one_step_on_mock_imagenet(tmp_path):
   config = tiny_config("imagenet2012", resolution=32, batch=8, num_classes=1000)
   config.max_steps = 1
@@ -89,6 +90,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # for the 15-minute default run; test_study runs a 2-process job
 def test_two_processes_train_and_checkpoint(digits_dir, tmp_path):
   workdir = str(tmp_path / "two")
   port = _free_port()
