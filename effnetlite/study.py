@@ -69,7 +69,8 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
   """RDBStorage with heartbeats and retries of dead workers' candidates.
 
   Workers that start together race to create Optuna's tables (PostgreSQL answers
-  the loser with an IntegrityError): the loser waits a moment and opens them.
+  the loser with an IntegrityError, SQLite with "table ... already exists"): the
+  loser waits a moment and opens them.
   """
   import optuna
   import sqlalchemy.exc
@@ -88,6 +89,9 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
       time.sleep(0.5 + random.random() * 2 ** attempt / 4)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
             ModuleNotFoundError) as error:
+      if "already exists" in str(error):
+        time.sleep(0.5 + random.random() * 2 ** attempt / 4)
+        continue
       raise UserError(f"--storage={url} cannot be opened ({type(error).__name__}: "
                       f"{str(error).splitlines()[0]}); pass a SQLAlchemy URL such as "
                       "postgresql+psycopg://user:password@host/db (pip install psycopg)") from None

