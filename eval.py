@@ -9,7 +9,7 @@ import sys
 
 from absl import flags
 
-from effnetlite import cli, files
+from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True)
@@ -27,7 +27,7 @@ def main(argv):
     check_pretrained(config)
   if _OUTPUT.value:
     files.check_writable(_OUTPUT.value, "--output")
-  from effnetlite.evaluation import evaluate_weights  # JAX/TF: after the checks
+  from effnetlite.evaluation.evaluate_weights import evaluate_weights  # JAX/TF: after the checks
   result = evaluate_weights(config, _WEIGHTS.value, _SPLIT.value or config.dataset.eval_split,
                             _EMA.value)
   if _OUTPUT.value:

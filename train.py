@@ -3,7 +3,7 @@
   python train.py --config=configs/lite3.py --workdir=DIR [--config.batch_size=128 ...]
 """
 
-from effnetlite import cli
+from effnetlite.utils import cli
 from effnetlite.validation import validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True)
@@ -14,7 +14,7 @@ _WORKDIR = cli.DEFINE_path("workdir", None, "Checkpoints, logs and summaries go 
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value)
-  from effnetlite.training import train_and_evaluate  # JAX/TF: after the checks
+  from effnetlite.train.loop import train_and_evaluate  # JAX/TF: after the checks
   train_and_evaluate(config, _WORKDIR.value)
 
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 from absl import flags
 
-from effnetlite import cli
 from effnetlite.config import base_config
+from effnetlite.utils import cli
 
 _IMAGES = flags.DEFINE_integer("images", 512, "JPEGs to write.", lower_bound=1)
 _RESOLUTION = flags.DEFINE_integer("resolution", 224, "Output side.", lower_bound=32)

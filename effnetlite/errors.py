@@ -10,6 +10,10 @@ class UserError(ValueError):
   """Something the user can fix; the message says what is wrong and how to fix it."""
 
 
+class WeightsError(UserError):
+  """Weights that cannot be loaded into the requested model (one-line message)."""
+
+
 def exit_with(error: BaseException, code: int = 2) -> NoReturn:
   print(f"error: {error}", file=sys.stderr)
   sys.exit(code)

@@ -8,8 +8,8 @@ import os
 
 from absl import flags
 
-from effnetlite import cli, files
-from effnetlite.export_options import FORMATS, IO_TYPES, QUANTIZE_MODES, ExportOptions
+from effnetlite.export.options import FORMATS, IO_TYPES, QUANTIZE_MODES, ExportOptions
+from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
@@ -48,10 +48,10 @@ def main(argv):
       threads=_THREADS.value)
   options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
-  from effnetlite import deploy, export_check  # JAX/TF: after the checks
-  report = deploy.export_model(config, options, _OUTPUT.value)
+  from effnetlite.export import export_model, verify  # JAX/TF: after the checks
+  report = export_model.export_model(config, options, _OUTPUT.value)
   if "ops" in report:
-    print(export_check.format_report(report))
+    print(verify.format_report(report))
     print(f"report: {_OUTPUT.value}.report.json")
   else:
     print(f"wrote {report['file']}")

@@ -13,8 +13,8 @@ import os
 
 from absl import flags
 
-from effnetlite import cli
 from effnetlite.errors import UserError
+from effnetlite.utils import cli
 from effnetlite.validation import validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True,
@@ -30,10 +30,11 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table a
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
-  from effnetlite import search, search_report, study, training  # after the checks
-  grid = search.candidates(config)
+  from effnetlite.search import grid, report, study  # after the checks
+  from effnetlite.train import loop
+  grid = grid.candidates(config)
   print(f"{len(grid)} candidates within tolerance: {', '.join(c.key for c in grid)}")
-  training.initialize_distributed()
+  loop.initialize_distributed()
   import jax
   leader = jax.process_index() == 0
   url = study.storage_url(_STORAGE.value, _WORKDIR.value)
@@ -50,7 +51,7 @@ def main(argv):
   if not _REPORT_ONLY.value:
     study.run_worker(config, the_study, _WORKDIR.value)
   if leader:
-    markdown, _ = search_report.write_report(the_study, _WORKDIR.value)
+    markdown, _ = report.write_report(the_study, _WORKDIR.value)
     print(markdown)
     print(f"study {name!r} in {url}\ntable: {_WORKDIR.value}/results.md, plot: "
           f"{_WORKDIR.value}/pareto.png\nbrowse: optuna-dashboard {url}")

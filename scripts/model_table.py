@@ -5,9 +5,9 @@
 
 from absl import flags
 
-from effnetlite import cli
 from effnetlite import config as config_lib
-from effnetlite import scaling
+from effnetlite.nn import architecture, costs
+from effnetlite.utils import cli
 
 _VERIFY = flags.DEFINE_bool("verify", False, "Also build each module and count its parameters.")
 
@@ -18,7 +18,8 @@ PUBLISHED = {"lite0": (4.65, 407), "lite1": (5.42, 631), "lite2": (6.09, 899),
 
 def built_params(name: str) -> int:
   import jax
-  from effnetlite import factory
+
+  from effnetlite.weights import factory
   module = factory.module_from_config(config_lib.variant_config(name))
   shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
                                               jax.numpy.zeros((1, 64, 64, 3))))
@@ -30,10 +31,10 @@ def table(verify: bool = False) -> str:
            "published params | published MAdds |" + (" built params |" if verify else ""),
            "|---|---|---|---|---|---|---|---|---|" + ("---|" if verify else "")]
   for name, (width, depth, resolution, _) in config_lib.VARIANTS.items():
-    side = scaling.final_feature_size(resolution)
+    side = architecture.final_feature_size(resolution)
     row = (f"| {name} | {width} | {depth} | {resolution} | "
-           f"{scaling.count_params(width, depth):,} | "
-           f"{scaling.count_macs(width, depth, resolution) / 1e6:.2f}M | {side}x{side}x1280 | "
+           f"{costs.count_params(width, depth):,} | "
+           f"{costs.count_macs(width, depth, resolution) / 1e6:.2f}M | {side}x{side}x1280 | "
            f"{PUBLISHED[name][0]}M | {PUBLISHED[name][1]}M |")
     lines.append(row + (f" {built_params(name):,} |" if verify else ""))
   return "\n".join(lines)

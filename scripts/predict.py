@@ -9,8 +9,8 @@ import os
 
 from absl import flags
 
-from effnetlite import cli
 from effnetlite.errors import UserError
+from effnetlite.utils import cli
 from effnetlite.validation import absolute_path, check_pretrained, validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
@@ -30,18 +30,20 @@ def main(argv):
   config = validate_config(_CONFIG.value)
   if _WEIGHTS.value == "pretrained":
     check_pretrained(config)
-  from effnetlite import factory, inference  # JAX/TF: after the checks
+  from effnetlite.data import images as images_lib  # JAX/TF: after the checks
+  from effnetlite.evaluation import predict
+  from effnetlite.weights import factory, loading
   for path in images:
-    inference.read_image_bytes(path)  # an unreadable file fails before the model is built
+    images_lib.read_image_bytes(path)  # an unreadable file fails before the model is built
   module, variables = factory.create_model(config)
-  variables = factory.load_variables(_WEIGHTS.value, config, variables, ema=_EMA.value)
-  predict = inference.make_predict_fn(module)
-  names = inference.class_names(config.dataset.num_classes)
+  variables = loading.load_weights(_WEIGHTS.value, config, variables, ema=_EMA.value)
+  probabilities = predict.make_predict_fn(module)
+  names = predict.class_names(config.dataset.num_classes)
   for shown, path in zip(argv[1:], images):
-    pixels = inference.load_eval_image(path, config.model.resolution,
-                                       config.model.resize_method,
-                                       config.model.eval_crop_fraction)
-    top = inference.top_k(predict(variables, pixels[None])[0], _TOP.value, names)
+    pixels = images_lib.load_eval_image(path, config.model.resolution,
+                                        config.model.resize_method,
+                                        config.model.eval_crop_fraction)
+    top = predict.top_k(probabilities(variables, pixels[None])[0], _TOP.value, names)
     if _JSON.value:
       print(json.dumps({"image": shown, "top": top}))
     else:

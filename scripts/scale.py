@@ -11,9 +11,11 @@ import os
 
 from absl import flags
 
-from effnetlite import cli, files, scaling
 from effnetlite import config as config_lib
 from effnetlite.errors import UserError
+from effnetlite.nn import costs, scaling
+from effnetlite.search.grid import scaled_config
+from effnetlite.utils import cli, files
 from effnetlite.validation import validate_config
 
 _BASE = cli.DEFINE_config_file("base", "configs/lite0.py", "Config file to scale.")
@@ -37,7 +39,8 @@ def phis(text: str) -> list[int]:
 
 def main(argv):
   cli.no_positional_arguments(argv)
-  base = validate_config(_BASE.value).model
+  config = validate_config(_BASE.value)
+  base = config.model
   alpha, beta, gamma = _ALPHA.value, _BETA.value, _GAMMA.value
   steps = phis(_PHI.value)
   if os.path.exists(_OUTPUT_DIR.value) and not os.path.isdir(_OUTPUT_DIR.value):
@@ -47,9 +50,10 @@ def main(argv):
   print("|---|---|---|---|---|---|---|")
   official = list(config_lib.VARIANTS.items())
   for phi in steps:
-    width = round(base.width * beta ** phi, 4)
-    depth = round(base.depth * alpha ** phi, 4)
-    resolution = int(round(base.resolution * gamma ** phi / 8)) * 8
+    scaled = scaling.compound_scale(base.width, base.depth, base.resolution, alpha, beta, gamma,
+                                    phi)
+    width, depth, resolution = scaled.width, scaled.depth, scaled.resolution
+    derived = scaled_config(config, scaled)
     name = f"{base.name}_phi{phi}"
     files.write_atomically(
         os.path.join(_OUTPUT_DIR.value, f"{name}.py"),
@@ -61,10 +65,10 @@ def main(argv):
         f"resolution={resolution}, dropout_rate={base.dropout_rate})\n")
     lite = official[phi] if phi < len(official) else None
     reference = (f"{lite[0]}: w{lite[1][0]} d{lite[1][1]} r{lite[1][2]}, "
-                 f"{scaling.count_macs(*lite[1][:3]) / 1e6:.0f}M" if lite else "-")
+                 f"{costs.count_macs(*lite[1][:3]) / 1e6:.0f}M" if lite else "-")
     print(f"| {phi} | {width} | {depth} | {resolution} | "
-          f"{scaling.count_params(width, depth):,} | "
-          f"{scaling.count_macs(width, depth, resolution) / 1e6:.0f}M | {reference} |")
+          f"{costs.config_params(derived):,} | {costs.config_macs(derived) / 1e6:.0f}M | "
+          f"{reference} |")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import os
 
 from absl import flags
 
-from effnetlite import cli
 from effnetlite.config import RESIZE_METHODS
 from effnetlite.errors import UserError
+from effnetlite.utils import cli
 
 _IMAGE = cli.DEFINE_path("image", None, "Image file.", required=True, short_name="i")
 _MODEL = cli.DEFINE_path("model_file", None, ".tflite model.", required=True, short_name="m")
@@ -27,17 +27,19 @@ def main(argv):
   for flag, path in (("--image", _IMAGE.value), ("--model_file", _MODEL.value)):
     if not os.path.isfile(path):
       raise UserError(f"{flag}={path} does not exist; pass an existing file")
-  from effnetlite import inference  # TF/LiteRT: after the checks
-  from effnetlite.tflite import TFLiteModel
+  from scipy.special import softmax
+
+  from effnetlite.data.images import load_eval_image  # TF/LiteRT: after the checks
+  from effnetlite.evaluation import predict
+  from effnetlite.export.runtime import TFLiteModel
   model = TFLiteModel(_MODEL.value, _THREADS.value)
   if model.height != model.width:
     raise UserError(f"{_MODEL.value} takes non-square {model.height}x{model.width} input")
-  pixels = inference.load_eval_image(_IMAGE.value, model.height, _RESIZE.value)
+  pixels = load_eval_image(_IMAGE.value, model.height, _RESIZE.value)
   outputs = model.logits(pixels[None])[0]
   probabilities = outputs if abs(outputs.sum() - 1) < 1e-2 and outputs.min() >= 0 else (
-      inference.softmax(outputs))
-  for entry in inference.top_k(probabilities, _TOP.value,
-                               inference.class_names(model.num_classes)):
+      softmax(outputs))
+  for entry in predict.top_k(probabilities, _TOP.value, predict.class_names(model.num_classes)):
     print(f"{entry['prob']:7.2%}  {entry['index']:4d}  {entry['label']}")
 
 

@@ -41,12 +41,12 @@ def photo_files(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def photo_batch(photo_files):
   """resolution -> (N, res, res, 3) float pixels of all photos, eval-preprocessed."""
-  from effnetlite import inference
+  from effnetlite.data import images
   cache = {}
 
   def at(resolution: int) -> np.ndarray:
     if resolution not in cache:
-      cache[resolution] = np.stack([inference.load_eval_image(path, resolution)
+      cache[resolution] = np.stack([images.load_eval_image(path, resolution)
                                     for path in photo_files.values()])
     return cache[resolution]
   return at

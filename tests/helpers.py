@@ -7,6 +7,10 @@ import sys
 from effnetlite.config import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TESTS = os.path.join(ROOT, "tests")
+# What a test's subprocess imports: the checkout, helpers, and the test modules themselves.
+PYTHONPATH = os.pathsep.join([ROOT, _TESTS] + sorted(
+    entry.path for entry in os.scandir(_TESTS) if entry.is_dir() and entry.name.isidentifier()))
 
 
 def tiny_config(name: str = "digits", resolution: int = 32, batch: int = 16, **dataset):
@@ -29,7 +33,7 @@ def run_python(code: str, devices: int = 1, env: dict | None = None, timeout: in
   """Runs `code` in a fresh interpreter with `devices` simulated CPU devices."""
   environment = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
                      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                     PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "tests"))
+                     PYTHONPATH=PYTHONPATH)
   environment.update(env or {})
   return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         cwd=ROOT, env=environment, timeout=timeout)

@@ -5,11 +5,11 @@ import os
 
 import ml_collections
 import pytest
+from helpers import ROOT
 
 from effnetlite import validation
 from effnetlite.config import base_config
 from effnetlite.errors import UserError
-from helpers import ROOT
 
 
 def _config_file(name: str) -> ml_collections.ConfigDict:

@@ -1,1 +1,2 @@
-"""Input data: sources (tfds, image folders, bundled digits) and the batching pipeline."""
+"""Input data: sources (tfds, image folders, bundled digits), the batching pipeline, TF-faithful
+preprocessing and augmentation, image files and labels."""

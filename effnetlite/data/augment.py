@@ -188,5 +188,5 @@ def apply_policy(image, augment: Any, seed):
     out = autoaugment_v0(image, seed)
   else:
     raise UserError(f"unknown augment.policy {augment.policy!r}; use none, randaugment or "
-                     "autoaugment")
+                    "autoaugment")
   return tf.reshape(tf.clip_by_value(out, 0.0, 255.0), tf.shape(image))

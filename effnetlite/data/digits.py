@@ -9,9 +9,12 @@ tfds path as ImageNet; nothing is downloaded.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from effnetlite.config import DEFAULT_DATA_DIR
 
 IMAGE_SIZE = 64
 TEST_FRACTION = 0.2
@@ -58,9 +61,6 @@ class EffnetliteDigits(tfds.core.GeneratorBasedBuilder):
 
 def write_example(path: str, index: int = 0) -> int:
   """Writes test example `index` as a PNG (for the demo's predict step); returns its label."""
-  import os
-
-  from effnetlite.data.sources import DEFAULT_DATA_DIR
   builder = EffnetliteDigits(data_dir=os.path.expanduser(DEFAULT_DATA_DIR))
   builder.download_and_prepare()
   dataset = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from effnetlite import preprocessing
+from effnetlite.data import preprocessing
 from effnetlite.data.sources import Source
 
 Batch = dict[str, np.ndarray]

@@ -15,11 +15,11 @@ from typing import Any
 
 import ml_collections
 
+from effnetlite.config import DEFAULT_DATA_DIR
 from effnetlite.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
 
 class DataError(UserError):

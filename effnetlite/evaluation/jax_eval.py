@@ -1,0 +1,43 @@
+"""Exact evaluation of Flax variables on a split, over the device mesh: training and eval.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from effnetlite.data import pipeline
+from effnetlite.data.preprocessing import normalize
+from effnetlite.evaluation import metrics
+
+
+def make_eval_step(module: Any, num_classes: int) -> Callable[[dict, dict], dict]:
+  """(variables, batch) -> summed metrics over the batch's unmasked examples."""
+  def eval_fn(variables: dict, batch: dict) -> dict:
+    logits = module.apply(variables, normalize(batch["image"]), train=False)
+    return metrics.summed_metrics(logits, batch["label"], batch["mask"], num_classes)
+  return eval_fn
+
+
+def make_evaluator(module: Any, num_classes: int, mesh: Mesh) -> Callable:
+  """jit(variables, batch) -> summed metrics; variables replicated, batch sharded."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  sharded = NamedSharding(mesh, PartitionSpec(pipeline.BATCH_AXIS))
+  return jax.jit(make_eval_step(module, num_classes),
+                 in_shardings=(replicated, sharded), out_shardings=replicated)
+
+
+def evaluate(evaluator: Callable, variables: Any, batches: Iterator[dict], mesh: Mesh,
+             num_steps: int, progress: Callable[[float], None] | None = None
+             ) -> dict[str, float]:
+  """top1/top5 (fractions), mean loss, exact example count and images/s over a split."""
+  totals = None
+  start = time.perf_counter()
+  for batch in pipeline.prefetch_to_device(batches, mesh):
+    sums = evaluator(variables, batch)
+    totals = metrics.add(totals, sums)
+    if progress is not None:
+      progress(float(sums["count"]))
+  return {**metrics.averages(totals, time.perf_counter() - start), "steps": num_steps}

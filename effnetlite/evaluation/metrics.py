@@ -1,0 +1,45 @@
+"""Classification metrics as sums over a batch's unmasked examples, then averaged exactly.
+
+Sums, not means, so that padded and masked examples of the last batch and batches
+of unequal size combine into exact figures over a whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from effnetlite.errors import UserError
+
+
+def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                   num_classes: int) -> dict[str, jax.Array]:
+  """count, loss, top-1 and top-5 hits summed over the unmasked examples."""
+  logits = jnp.asarray(logits, jnp.float32)
+  top5 = jax.lax.top_k(logits, min(5, num_classes))[1]
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return {
+      "count": mask.sum(),
+      "loss": (loss * mask).sum(),
+      "top1": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
+      "top5": ((top5 == labels[:, None]).any(-1) * mask).sum()}
+
+
+def add(totals: dict[str, Any] | None, sums: dict[str, Any]) -> dict[str, Any]:
+  """Running totals of `summed_metrics` (None before the first batch)."""
+  return sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+
+
+def averages(totals: dict | None, seconds: float) -> dict[str, float]:
+  """Summed metrics -> top1/top5 fractions, mean loss, exact count, images/s."""
+  if totals is None:
+    raise UserError("the evaluation split is empty; point config.dataset.eval_split (or --split) "
+                    "at a split with examples")
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
+          "loss": float(totals["loss"]) / count, "count": int(round(count)),
+          "images_per_sec": count / seconds}

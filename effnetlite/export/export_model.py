@@ -1,0 +1,36 @@
+"""One export command that checks its own result: build, calibrate, convert, verify, report."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from effnetlite.export import calibration, convert, verify
+from effnetlite.export.options import ExportOptions
+from effnetlite.utils import files
+from effnetlite.weights import factory, loading
+
+
+def export_model(config: ml_collections.ConfigDict, options: ExportOptions, output: str
+                 ) -> dict[str, Any]:
+  """Exports, verifies and writes `output` plus `output.report.json`; returns the report."""
+  options.check()
+  files.check_writable(output.rstrip(os.sep), "--output")
+  module, variables = factory.create_model(config)
+  variables = loading.load_weights(options.weights, config, variables, ema=options.ema)
+  representative = calibration.calibration_data(config, options)
+  predict = convert.inference_function(module, variables, options.raw_pixels,
+                                       options.probabilities)
+  resolution = config.model.resolution
+  tf_module = convert.tf_module(predict, options.batch_size, resolution, options.raw_pixels)
+  if options.format == "saved_model":
+    convert.save_saved_model(tf_module, output)
+    return {"file": os.path.abspath(output), "format": "saved_model"}
+  data = convert.convert_tflite(tf_module, options.quantize, options.io, representative)
+  files.write_atomically(output, data)
+  report = verify.verify_export(config, module, variables, options, output, tf_module)
+  files.write_atomically(output + ".report.json", json.dumps(report, indent=2))
+  return report

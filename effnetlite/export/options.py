@@ -1,0 +1,53 @@
+"""What an export is asked to produce, checked before JAX or TensorFlow load."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from effnetlite.errors import UserError
+
+# The exported signature's input name says who normalises: the graph (raw pixels in) or
+# the caller ((x - 127) / 128 done before); LiteRT reports it, so a runtime can tell.
+RAW_PIXELS_INPUT = "pixels"
+NORMALIZED_INPUT = "images"
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+FORMATS = ("tflite", "saved_model")
+
+
+@dataclasses.dataclass
+class ExportOptions:
+  weights: str = "pretrained"
+  format: str = "tflite"
+  quantize: str = "none"
+  io: str = "float32"
+  raw_pixels: bool = False        # normalisation inside the graph
+  probabilities: bool = False     # softmax inside the graph
+  batch_size: int = 1
+  calibration_steps: int = 2000
+  calibration_dir: str = ""
+  check_dir: str = ""             # default: the photos bundled with scikit-image/-learn
+  ema: bool = True
+  threads: int | None = None
+
+  def check(self) -> None:
+    """Every option on its own and together; one UserError naming the flag."""
+    for flag, value, allowed in (("--format", self.format, FORMATS),
+                                 ("--quantize", self.quantize, QUANTIZE_MODES),
+                                 ("--io", self.io, IO_TYPES)):
+      if value not in allowed:
+        raise UserError(f"{flag}={value!r} is not one of {', '.join(allowed)}")
+    if self.io != "float32" and self.quantize != "int8":
+      raise UserError(f"--io={self.io} needs --quantize=int8 (integer I/O needs a fully "
+                      "quantised model)")
+    if self.format == "saved_model" and self.quantize != "none":
+      raise UserError("SavedModel export is float only; use --format=tflite to quantise")
+    if self.batch_size < 1:
+      raise UserError(f"--batch_size={self.batch_size} must be at least 1")
+    if self.quantize == "int8" and self.calibration_steps <= 0:
+      raise UserError("--quantize=int8 needs calibration data: set --calibration_steps > 0")
+    for flag, directory in (("--calibration_dir", self.calibration_dir),
+                            ("--check_dir", self.check_dir)):
+      if directory and not os.path.isdir(directory):
+        raise UserError(f"{flag}={directory} is not a directory; pass a folder of images")

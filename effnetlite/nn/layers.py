@@ -1,0 +1,125 @@
+"""Convolution layers with interchangeable implementations.
+
+Each layer owns one parameter layout (Flax HWIO; depthwise (k, k, 1, C)) and
+several numerically equivalent ways to compute it, so a backend can take the
+fastest one without changing checkpoints or exports:
+
+- depthwise `conv`: `lax.conv_general_dilated` with `feature_group_count=C`.
+  Fast with cuDNN; exports to TFLite DEPTHWISE_CONV_2D.
+- depthwise `shifted`: sum over the k*k strided slices of the padded input,
+  each times its per-channel weight, with hand-written gradients
+  (`effnetlite.nn.depthwise`). XLA:CPU's grouped convolution is several times slower
+  (figures in benchmarks/README.md).
+- pointwise `conv`: a 1x1 convolution (exports to CONV_2D).
+- pointwise `dot`: one matmul over the flattened pixels.
+- `auto`: `shifted` / `dot` on CPU, `conv` elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
+from effnetlite.errors import UserError
+from effnetlite.nn.depthwise import depthwise_shifted
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_kernel_init(fan_out: int) -> nn.initializers.Initializer:
+  """TF EfficientNet init: N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out.
+
+  For depthwise kernels TF's layout is (k, k, C, 1), so fan_out is k * k; Flax's
+  variance_scaling on (k, k, 1, C) would use k * k * C, sqrt(C) too small.
+  """
+  return nn.initializers.normal(stddev=math.sqrt(2.0 / fan_out))
+
+
+def dense_kernel_init(num_classes: int) -> nn.initializers.Initializer:
+  """TF EfficientNet dense init: uniform(+-1/sqrt(num_classes))."""
+  bound = 1.0 / math.sqrt(num_classes)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+      key, shape, dtype, -bound, bound)
+
+
+def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str) -> str:
+  """Maps 'auto' to the implementation that is fastest on the default backend."""
+  if impl not in choices:
+    raise UserError(f"unknown implementation {impl!r}; choose one of {choices}")
+  if impl != "auto":
+    return impl
+  return cpu_choice if jax.default_backend() == "cpu" else "conv"
+
+
+@jax.custom_vjp
+def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """1x1 convolution as one matmul over all pixels: (..., Cin) @ (Cin, Cout).
+
+  The gradient rule is written out so the kernel gradient is one
+  (pixels, Cin)^T (pixels, Cout) product of the flattened maps: for autodiff's
+  rule on the 4-D product XLA:CPU wrote the cotangent transposed, (Cout, pixels),
+  before a slow matmul (benchmarks/README.md has the training speed before and after).
+  """
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _pointwise_dot_fwd(x, kernel):
+  return pointwise_dot(x, kernel), (x, kernel)
+
+
+def _pointwise_dot_bwd(residuals, cotangent):
+  x, kernel = residuals
+  input_grad = lax.dot_general(cotangent, kernel, (((cotangent.ndim - 1,), (1,)), ((), ())))
+  pixels_in = x.reshape(-1, x.shape[-1])
+  pixels_out = cotangent.reshape(-1, cotangent.shape[-1])
+  kernel_grad = lax.dot_general(pixels_in, pixels_out, (((0,), (0,)), ((), ())))
+  return input_grad, kernel_grad.astype(kernel.dtype)
+
+
+pointwise_dot.defvjp(_pointwise_dot_fwd, _pointwise_dot_bwd)
+
+
+class DepthwiseConv(nn.Module):
+  """k x k depthwise convolution, TF 'SAME' padding, no bias."""
+  kernel_size: int
+  stride: int = 1
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    k = self.kernel_size
+    kernel = self.param("kernel", conv_kernel_init(k * k), (k, k, 1, channels), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if resolve_impl(self.impl, DEPTHWISE_IMPLS, "shifted") == "shifted":
+      return depthwise_shifted(x, kernel, self.stride)
+    return lax.conv_general_dilated(
+        x, kernel, (self.stride, self.stride), "SAME",
+        dimension_numbers=_DIMENSIONS, feature_group_count=channels)
+
+
+class Conv(nn.Module):
+  """Dense k x k convolution, TF 'SAME' padding, no bias (stem and 1x1 layers)."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", conv_kernel_init(k * k * self.features),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if k == 1 and self.stride == 1 and resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
+      return pointwise_dot(x, kernel[0, 0])
+    return lax.conv_general_dilated(
+        x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_DIMENSIONS)

@@ -1,0 +1,1 @@
+"""The compound-scaling search: the alpha/beta/gamma grid, the Optuna study, the report."""

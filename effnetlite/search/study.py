@@ -1,0 +1,294 @@
+"""The compound-scaling search as one Optuna study that any number of workers share.
+
+Storage is a SQLite file in the workdir by default (one machine, nothing to set
+up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
+the study enqueues every candidate of the grid once; every worker then takes the
+next waiting candidate until none is waiting or running, so N workers are the same
+command run N times, anywhere. Workers send heartbeats: a candidate whose worker
+died (silent for twice `search.heartbeat_seconds`) is failed and re-enqueued by
+the next live worker that looks, and its training resumes from the candidate's
+last checkpoint under the shared workdir. A restarted search re-enqueues
+candidates that failed. In a multi-process JAX job only process 0 talks to the
+study; it broadcasts each candidate and each pruning decision to the others.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import warnings
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+
+from effnetlite.errors import UserError
+from effnetlite.search import grid as grid_lib
+
+STUDY_FILE = "study.db"
+GRID_ATTR = "candidates"   # study user attribute, set once the grid is enqueued
+LATENCY_CALIBRATION_IMAGES = 100  # latency, not accuracy, is measured: a short calibration
+Trainer = Callable[..., dict]  # (config, workdir, on_eval) -> final metrics
+
+
+class CandidateFailed(Exception):
+  """A candidate's training failed for a reason of its own (recorded; the search goes on)."""
+
+
+class NotACandidate(Exception):
+  """A trial Optuna created after the queue ran dry in a race between workers (discarded)."""
+
+
+def storage_url(storage: str, workdir: str) -> str:
+  """`--storage` as given, or the SQLite file in the workdir."""
+  return storage or "sqlite:///" + os.path.join(workdir, STUDY_FILE)
+
+
+def default_study_name(config: ml_collections.ConfigDict) -> str:
+  return (f"compound-{config.model.name}-phi{config.search.phi:g}-"
+          f"{config.search.objective}")
+
+
+def _directions(config: ml_collections.ConfigDict) -> list[str]:
+  return ["maximize"] + (["minimize"] if config.search.objective == "accuracy_latency" else [])
+
+
+def _pruner(config: ml_collections.ConfigDict) -> Any:
+  import optuna
+  name = config.search.pruner
+  if name == "median":  # after two finished candidates, stop those below the median
+    return optuna.pruners.MedianPruner(n_startup_trials=2)
+  if name == "hyperband":
+    return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+  return optuna.pruners.NopPruner()
+
+
+def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
+  """RDBStorage with heartbeats and retries of dead workers' candidates.
+
+  Workers that start together race to create Optuna's tables (PostgreSQL answers
+  the loser with an IntegrityError, SQLite with "table ... already exists"): the
+  loser waits a moment and opens them.
+  """
+  import optuna
+  import sqlalchemy.exc
+  heartbeat = config.search.heartbeat_seconds
+  engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+  for attempt in range(6):
+    try:
+      with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=config.search.max_retries, inherit_intermediate_values=True)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry)
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+      time.sleep(0.5 + random.random() * 2 ** attempt / 4)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
+            ModuleNotFoundError) as error:
+      if "already exists" in str(error):
+        time.sleep(0.5 + random.random() * 2 ** attempt / 4)
+        continue
+      raise UserError(f"--storage={url} cannot be opened ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0]}); pass a SQLAlchemy URL such as "
+                      "postgresql+psycopg://user:password@host/db (pip install psycopg)") from None
+  raise UserError(f"--storage={url}: could not create Optuna's tables after 6 attempts")
+
+
+def open_study(config: ml_collections.ConfigDict, url: str, study_name: str,
+               enqueue: bool = True) -> Any:
+  """Creates or joins the study; the creator enqueues the grid, a restart the failed."""
+  import optuna
+  storage = make_storage(url, config)
+  # The sampler only matters for a trial created after the queue ran dry (discarded).
+  sampler = optuna.samplers.RandomSampler(seed=config.seed)
+  kwargs = dict(study_name=study_name, storage=storage, sampler=sampler, pruner=_pruner(config))
+  created = False
+  if enqueue:
+    try:
+      study = optuna.create_study(directions=_directions(config), **kwargs)
+      created = True
+    except optuna.exceptions.DuplicatedStudyError:
+      study = optuna.load_study(**kwargs)
+  else:
+    try:
+      study = optuna.load_study(**kwargs)
+    except KeyError:
+      raise UserError(f"there is no study {study_name!r} in {url}; run the search first, or "
+                      "pass the --study and --storage it ran with") from None
+  wanted = [optuna.study.StudyDirection[d.upper()] for d in _directions(config)]
+  if study.directions != wanted:
+    raise UserError(f"study {study_name!r} in {url} optimises {len(study.directions)} "
+                    f"objective(s), but config.search.objective={config.search.objective!r}; "
+                    "pass another --study")
+  if enqueue:
+    enqueue_candidates(study, grid_lib.candidates(config), created)
+  return study
+
+
+def enqueue_candidates(study: Any, grid: list[grid_lib.Candidate], created: bool) -> int:
+  """Queues each candidate that is not waiting, running, complete or pruned; returns how many.
+
+  Optuna's `skip_if_exists` also skips failed candidates and is racy between
+  workers, so the creator of the study enqueues the grid and marks it done;
+  the others wait for that mark (a creator that died before it is replaced).
+  """
+  from optuna.trial import TrialState
+  if not created:
+    for _ in range(60):
+      if GRID_ATTR in study.user_attrs:
+        break
+      time.sleep(1.0)
+  alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+  taken = {trial.user_attrs.get("candidate")
+           for trial in study.get_trials(deepcopy=False, states=alive)}
+  queued = 0
+  for candidate in grid:
+    if candidate.key not in taken:
+      study.enqueue_trial(candidate.coefficients, user_attrs=candidate.attributes())
+      queued += 1
+  study.set_user_attr(GRID_ATTR, [candidate.key for candidate in grid])
+  return queued
+
+
+def _count(study: Any, state: Any) -> int:
+  return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def _is_duplicate(study: Any, trial: Any, key: str) -> bool:
+  """Another trial of this candidate finished, or runs with a lower number (it goes on)."""
+  from optuna.trial import TrialState
+  for other in study.get_trials(deepcopy=False, states=(
+      TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+    if other.user_attrs.get("candidate") == key and other.number != trial.number and (
+        other.state != TrialState.RUNNING or other.number < trial.number):
+      return True
+  return False
+
+
+def _broadcast(value: int) -> int:
+  """Process 0's value on every process of a multi-process JAX job."""
+  from jax.experimental import multihost_utils
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
+                   train: Trainer, measure_latency: Callable[..., float] | None,
+                   multihost: bool) -> Callable[[Any], Any]:
+  """The Optuna objective: train one candidate (reporting EMA top-1), then time it."""
+  import optuna
+  grid = grid_lib.candidates(config)
+
+  def objective(trial):
+    if "candidate" not in trial.user_attrs:  # set when enqueued
+      trial.set_user_attr("unused", "created after the queue ran dry")
+      raise NotACandidate(trial.number)
+    params = {name: trial.suggest_float(name, *config.search[f"{name}_range"])
+              for name in ("alpha", "beta", "gamma")}
+    candidate = grid_lib.find_candidate(grid, params)
+    if _is_duplicate(study, trial, candidate.key):
+      trial.set_user_attr("duplicate", True)
+      raise NotACandidate(trial.number)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    derived = grid_lib.candidate_config(config, candidate)
+    run_dir = os.path.join(workdir, "runs", candidate.key)
+    if multihost:
+      _broadcast(grid.index(candidate))
+
+    def on_eval(step: int, metrics: dict[str, float]) -> None:
+      value = metrics["ema_eval_top1"]
+      trial.set_user_attr("top1", metrics["eval_top1"])
+      trial.set_user_attr("ema_top1", value)
+      if len(study.directions) == 1:  # Optuna reports and prunes single objectives only
+        trial.report(value, step)
+        prune = trial.should_prune()
+        if multihost:
+          _broadcast(int(prune))
+        if prune:
+          raise optuna.TrialPruned(f"EMA top-1 {value:.4f} at step {step}")
+
+    start = time.time()
+    try:
+      metrics = train(derived, run_dir, on_eval)
+    except (optuna.TrialPruned, UserError):
+      raise
+    except Exception as error:  # noqa: BLE001 - a failed candidate is recorded
+      trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+      raise CandidateFailed(candidate.key) from error
+    finally:
+      trial.set_user_attr("train_seconds", time.time() - start)
+    trial.set_user_attr("top1", metrics["eval_top1"])  # also when resumed from a finished run
+    trial.set_user_attr("ema_top1", metrics["ema_eval_top1"])
+    trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
+    if measure_latency is None:
+      return metrics["ema_eval_top1"]
+    latency = measure_latency(derived, run_dir,
+                              os.path.join(run_dir, f"model-{config.search.latency_format}.tflite"))
+    trial.set_user_attr("latency_ms", latency)
+    if config.search.latency_budget_ms > 0:  # feasible when <= 0: best_trials honours it
+      trial.set_constraint("latency_budget_ms", latency - config.search.latency_budget_ms)
+    return metrics["ema_eval_top1"], latency
+  return objective
+
+
+def measure_tflite_latency(config: ml_collections.ConfigDict, weights: str, output: str,
+                           fmt: str, threads: int) -> float:
+  """Exports `weights` (EMA) as `fmt` TFLite to `output`; LiteRT batch-1 latency in ms."""
+  from effnetlite.export import export_model
+  from effnetlite.export.options import ExportOptions
+  options = ExportOptions(weights=weights, quantize="int8" if fmt == "int8" else "none",
+                          calibration_steps=LATENCY_CALIBRATION_IMAGES, threads=threads)
+  return float(export_model.export_model(config, options, output)["latency_ms_batch1"])
+
+
+def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
+               train: Trainer | None = None,
+               measure_latency: Callable[..., float] | None = None) -> None:
+  """Trains waiting candidates until none waits or runs anywhere (every process calls it).
+
+  `study` is None on processes other than 0 of a multi-process job: they follow.
+  """
+  import jax
+  if train is None:
+    from effnetlite.train.loop import train_and_evaluate as train
+  if measure_latency is None and config.search.objective == "accuracy_latency":
+    def measure_latency(candidate_config, weights, output):
+      return measure_tflite_latency(candidate_config, weights, output,
+                                    config.search.latency_format, config.search.latency_threads)
+  multihost = jax.process_count() > 1
+  if jax.process_index() != 0:
+    _follow(config, workdir, train)
+    return
+  import optuna
+  from optuna.trial import TrialState
+  objective = make_objective(config, study, workdir, train, measure_latency, multihost)
+  while True:
+    if _count(study, TrialState.WAITING):
+      study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
+    elif _count(study, TrialState.RUNNING):  # other workers' candidates, or dead workers'
+      optuna.storages.fail_stale_trials(study)
+      time.sleep(min(5.0, config.search.heartbeat_seconds / 2))
+    else:
+      break
+  if multihost:
+    _broadcast(-1)
+
+
+def _follow(config: ml_collections.ConfigDict, workdir: str, train: Trainer) -> None:
+  """Processes other than 0: train what process 0 announces, prune when it says so."""
+  import optuna
+  grid = grid_lib.candidates(config)
+
+  def on_eval(step: int, metrics: dict[str, float]) -> None:
+    if config.search.objective == "accuracy" and _broadcast(0):  # as process 0 reports
+      raise optuna.TrialPruned()
+  while (index := _broadcast(0)) >= 0:
+    candidate = grid[index]
+    try:
+      train(grid_lib.candidate_config(config, candidate),
+            os.path.join(workdir, "runs", candidate.key), on_eval)
+    except optuna.TrialPruned:
+      pass

@@ -1,0 +1,212 @@
+"""`train_and_evaluate(config, workdir)`: the TF/TPU recipe with sharded data parallelism.
+
+One jit-compiled step over a Mesh of all devices of all processes (batch
+sharded, state replicated), orbax checkpoints that resume exactly (the data
+position is the step), EMA weights evaluated beside the raw ones, and the best
+EMA checkpoint kept apart in `workdir/best`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from effnetlite.data import pipeline, sources
+from effnetlite.errors import UserError
+from effnetlite.evaluation import jax_eval
+from effnetlite.train import metrics_writer, steps
+from effnetlite.train import optimizer as optimizer_lib
+from effnetlite.utils import files
+from effnetlite.utils.progress import progress_bar
+from effnetlite.validation import absolute_path, validate_config
+from effnetlite.weights import checkpoints, factory, loading
+
+
+class NonFiniteLossError(UserError):
+  """The loss or a gradient became NaN/inf."""
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run when the usual environment says there is one."""
+  if jax.distributed.is_initialized():
+    return
+  env = os.environ
+  if "JAX_COORDINATOR_ADDRESS" in env:
+    if env.get("JAX_PLATFORMS", "cpu").startswith("cpu"):
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                               int(env["JAX_PROCESS_ID"]))
+  elif "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+    jax.distributed.initialize()
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The checks that need the devices or the file system, before any data or compilation.
+
+  Nothing is created yet: a run that fails on its data leaves no empty workdir behind.
+  """
+  for name in ("batch_size", "eval_batch_size"):
+    pipeline.local_batch_size(config[name], f"config.{name}")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"workdir {workdir} is not writable ({existing} is "
+                    f"{'not a directory' if not os.path.isdir(existing) else 'read-only'}); "
+                    "pass a directory you can write to")
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    files.write_atomically(os.path.join(workdir, "config.json"),
+                           config.to_json_best_effort(indent=2))
+
+
+def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[str, Any]:
+  """TF-initialised variables, or imported ones with `config.init_from` (fine-tuning)."""
+  variables = factory.init_variables(module, config.model.resolution, config.seed)
+  if config.init_from:
+    # A different class count keeps the backbone and re-initialises the classifier.
+    variables = loading.load_weights(config.init_from, config, variables,
+                                     reset_classifier=None)
+  return variables
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       on_eval: Callable[[int, dict[str, float]], None] | None = None
+                       ) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds a checkpoint); returns the final metrics.
+
+  `on_eval(step, metrics)` runs after every evaluation but the last (whose metrics are
+  returned); it may raise to stop the run (the search's pruner does), after which the
+  checkpoints already started are completed.
+  """
+  config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
+  workdir = absolute_path(workdir)  # orbax takes absolute paths only
+  initialize_distributed()
+  check_run(config, workdir)
+  mesh = pipeline.make_mesh()
+  train_source = sources.make_source(config.dataset, config.dataset.train_split,
+                                     jax.process_index(), jax.process_count())
+  eval_source = sources.make_source(config.dataset, config.dataset.eval_split,
+                                    jax.process_index(), jax.process_count())
+  if train_source.num_classes != config.dataset.num_classes:
+    raise UserError(f"dataset {config.dataset.name!r} has {train_source.num_classes} classes "
+                    f"but config.dataset.num_classes={config.dataset.num_classes}; set it to "
+                    f"{train_source.num_classes}")
+  per_epoch = (config.steps_per_epoch if config.steps_per_epoch > 0
+               else pipeline.steps_per_epoch(train_source, config.batch_size))
+  total_steps = (config.max_steps if config.max_steps > 0
+                 else int(round(config.num_epochs * per_epoch)))
+  eval_every = config.eval_every_steps or per_epoch
+  _save_config(config, workdir)
+
+  module = factory.module_from_config(config)
+  schedule = optimizer_lib.learning_rate_schedule(config, config.batch_size, per_epoch, total_steps)
+  optimizer = optimizer_lib.make_optimizer(config, schedule)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec(pipeline.BATCH_AXIS))
+
+  manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
+                                     keep=config.keep_checkpoints)
+  best = checkpoints.make_manager(os.path.join(workdir, "best"), keep=1,
+                                  best_metric="ema_top1")
+  abstract = jax.eval_shape(lambda: steps.create_train_state(
+      factory.init_variables(module, config.model.resolution), optimizer,
+      jax.random.PRNGKey(0)))
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          abstract)
+  state = checkpoints.restore_state(manager, abstract)
+  if state is None:
+    state = steps.create_train_state(initial_variables(config, module), optimizer,
+                                     jax.random.PRNGKey(config.seed))
+    state = jax.device_put(state, replicated)
+  start_step = int(state.step)
+  if start_step:
+    logging.info("resuming from step %d", start_step)
+
+  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
+                       in_shardings=(replicated, batch_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  evaluator = jax_eval.make_evaluator(module, config.dataset.num_classes, mesh)
+  writer = metrics_writer.MetricsWriter(workdir, resume_step=start_step)
+  batches = pipeline.prefetch_to_device(
+      pipeline.train_batches(config, train_source, start_step), mesh)
+
+  def run_eval(step: int) -> dict[str, float]:
+    results = {}
+    for prefix, variables in (("", {"params": state.params, "batch_stats": state.batch_stats}),
+                              ("ema_", {"params": state.ema_params,
+                                        "batch_stats": state.ema_batch_stats})):
+      metrics = jax_eval.evaluate(
+          evaluator, variables, pipeline.eval_batches(config, eval_source), mesh,
+          pipeline.eval_steps(eval_source, config.eval_batch_size))
+      results.update({f"{prefix}eval_{k}": v for k, v in metrics.items()
+                      if k in ("top1", "top5", "loss")})
+      results[f"{prefix}eval_count"] = metrics["count"]
+    writer.write(step, {k: v for k, v in results.items() if not k.endswith("count")})
+    return results
+
+  bar = progress_bar(total_steps, start_step)
+  history, last_eval = [], {}
+  window_start, window_images = time.perf_counter(), 0
+  train_seconds, train_images = 0.0, 0
+  step = start_step
+  try:
+    while step < total_steps:
+      state, metrics = train_step(state, next(batches))
+      step += 1
+      window_images += config.batch_size
+      history.append(metrics)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        logged = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
+        if logged.pop("finite") < 1.0 and config.nonfinite_loss == "stop":
+          first = next(i for i, m in enumerate(history) if float(m["finite"]) < 1.0)
+          raise NonFiniteLossError(
+              f"loss or gradients became non-finite at step {step - len(history) + first + 1}; "
+              "lower config.optimizer.base_learning_rate or set config.nonfinite_loss=skip")
+        elapsed = time.perf_counter() - window_start
+        logged["images_per_sec"] = window_images / elapsed
+        train_seconds, train_images = train_seconds + elapsed, train_images + window_images
+        logged["epoch"] = step / per_epoch
+        writer.write(step, logged)
+        bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
+                        lr=f"{logged['learning_rate']:.3g}",
+                        img_s=f"{logged['images_per_sec']:.1f}", refresh=False)
+        history, window_start, window_images = [], time.perf_counter(), 0
+      bar.update(1)
+      is_last = step == total_steps
+      if step % eval_every == 0 or is_last:
+        last_eval = run_eval(step)
+        checkpoints.save(best, step, state, config.to_dict(), include_state=False,
+                         metrics={"ema_top1": last_eval["ema_eval_top1"]}, force=True)
+        bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
+                  f"(EMA {last_eval['ema_eval_top1']:.4f}) on {last_eval['eval_count']} images")
+        window_start = time.perf_counter()  # evaluation time is not training throughput
+        if on_eval is not None and not is_last:
+          on_eval(step, last_eval)
+      if step % config.checkpoint_every_steps == 0 or is_last:
+        checkpoints.save(manager, step, state, config.to_dict(), force=is_last)
+  finally:  # a stopped run still completes the checkpoints it started
+    bar.close()
+    manager.wait_until_finished()
+    best.wait_until_finished()
+    writer.flush()
+  if not last_eval:  # resumed a finished run: report, do not retrain
+    last_eval = run_eval(step)
+    writer.flush()
+  if train_seconds:
+    last_eval["train_images_per_sec"] = train_images / train_seconds
+  if jax.process_index() == 0:
+    files.write_atomically(os.path.join(workdir, "final_metrics.json"),
+                           json.dumps({"step": step, **last_eval}, indent=2))
+  return last_eval

@@ -1,0 +1,157 @@
+"""The one command-line layer of train.py, eval.py, scripts/ and benchmarks/.
+
+Every entry point defines absl flags with the helpers here and calls `run(main)`:
+  - bad flags, unknown config keys, a missing or broken config file and every
+    `UserError` become one line, `error: ...`, and exit status 2;
+  - path flags are made absolute as they are parsed (the only place command-line
+    paths enter the library), so relative paths work from any directory;
+  - `effnetlite.configure_process()` runs before `main`, and entry points import
+    JAX/TensorFlow inside `main`, after the flags and the config are checked:
+    bad input answers in about a second, before anything is built or compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Callable, NoReturn
+
+from absl import app, flags
+from ml_collections.config_flags import config_flags  # the module: its parser and flag classes
+
+from effnetlite import validation
+from effnetlite.errors import UserError, exit_with
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _PathParser(flags.ArgumentParser):
+  """A path flag: `~` expanded and made absolute against the current directory."""
+
+  def parse(self, argument: str) -> str:
+    return validation.absolute_path(argument)
+
+  def flag_type(self) -> str:
+    return "path"
+
+
+class _WeightsParser(flags.ArgumentParser):
+  """'pretrained', 'random' or an existing path (absolute): a missing file fails at once."""
+
+  def __init__(self, tflite: bool):
+    self.tflite = tflite
+
+  def parse(self, argument: str) -> str:
+    return validation.check_weights(argument, tflite=self.tflite)
+
+  def flag_type(self) -> str:
+    return "weights"
+
+
+class _ConfigFileParser(config_flags.ConfigFileFlagParser):
+  """ml_collections' config-file parser, with one-line errors for missing or broken files.
+
+  The stock parser defers a missing file to an IOError on first access and
+  lets syntax and import errors out as tracebacks.
+  """
+
+  def parse(self, path: str) -> Any:
+    path = os.path.expanduser(path)  # the shell leaves `--config=~/...` unexpanded
+    file = path.split(":", 1)[0]
+    if not os.path.isfile(file):
+      raise UserError(f"--{self.name}={path}: config file {validation.absolute_path(file)} "
+                      "does not exist; pass a config such as configs/lite0.py")
+    try:
+      return super().parse(path)
+    except Exception as error:  # noqa: BLE001 - any failure of user code in the config file
+      original = error.__context__ if isinstance(error, (TypeError, ValueError)) and (
+          error.__context__ is not None) else error
+      where = getattr(original, "lineno", None)
+      raise UserError(f"--{self.name}={path}: the config file failed to load "
+                      f"({type(original).__name__}{f' at line {where}' if where else ''}: "
+                      f"{str(original).splitlines()[0] if str(original) else ''}); fix it "
+                      "or start from configs/lite0.py") from None
+
+
+def DEFINE_config_file(name: str = "config", default: str | None = None,  # noqa: N802
+                       help_string: str = "Config file (a Python file with get_config()).",
+                       required: bool = False) -> flags.FlagHolder:
+  """config_flags.DEFINE_config_file with one-line errors; `--NAME.KEY=VALUE` overrides.
+
+  A relative `default` is taken from the repository root, so the default
+  config is found from any current directory.
+  """
+  if default and not os.path.isabs(default):
+    default = os.path.join(REPO_ROOT, default)
+  # config_flags exposes no parser argument; its _ConfigFlag is the flag class it uses.
+  flag = config_flags._ConfigFlag(  # pylint: disable=protected-access
+      parser=_ConfigFileParser(name=name, lock_config=True),
+      serializer=flags.ArgumentSerializer(), name=name, default=default,
+      help_string=help_string, flag_values=flags.FLAGS)
+  holder = flags.DEFINE_flag(flag, flags.FLAGS)
+  if required:
+    flags.mark_flag_as_required(name)
+  return holder
+
+
+def DEFINE_path(name: str, default: str | None, help_string: str,  # noqa: N802
+                required: bool = False, short_name: str | None = None) -> flags.FlagHolder:
+  """A string flag holding a path, made absolute when parsed ('' stays '')."""
+  holder = flags.DEFINE(_PathParser(), name, default, help_string,
+                        serializer=flags.ArgumentSerializer(), short_name=short_name)
+  if required:
+    flags.mark_flag_as_required(name)
+  return holder
+
+
+def DEFINE_weights(default: str = "pretrained", tflite: bool = False,  # noqa: N802
+                   help_string: str = "'pretrained', a weights file or a training run "
+                   "directory.") -> flags.FlagHolder:
+  """--weights: a keyword or an existing path, checked before any data is opened."""
+  return flags.DEFINE(_WeightsParser(tflite), "weights", default, help_string,
+                      serializer=flags.ArgumentSerializer())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser with one line for every failure (for `app.run(flags_parser=...)`)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    cause = error.__context__
+    if isinstance(cause, UserError):
+      exit_with(cause)
+    exit_with(UserError(str(error).splitlines()[0]))
+  except (AttributeError, KeyError) as error:
+    # ml_collections raises these for an override of a key the config does not have, with
+    # the message (and its "Did you mean" hint) nested in a KeyError inside the args.
+    while error.args and isinstance(error.args[0], BaseException):
+      error = error.args[0]
+    key, _, hint = str(error.args[0] if error.args else error).partition("\n")
+    suggestion = re.search(r'Did you mean "([^"]+)"', hint)
+    exit_with(UserError(f"the config has no key {key.strip(chr(39) + chr(34))!r}"
+                        f"{f' (did you mean {suggestion[1]!r}?)' if suggestion else ''}; "
+                        "check the --config.KEY=VALUE overrides against the config file"))
+  except (ValueError, TypeError) as error:
+    exit_with(UserError(f"bad command-line flag: {str(error).splitlines()[0]}"))
+
+
+def no_positional_arguments(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {' '.join(argv[1:])}; flags take the form "
+                    "--name=value and config overrides --config.KEY=VALUE")
+
+
+def run(main: Callable[[list[str]], Any]) -> NoReturn:
+  """Parses flags, applies the process settings, runs `main(argv)`; UserError -> exit 2."""
+  from effnetlite.utils.process import configure_process
+
+  def wrapped(argv: list[str]) -> Any:
+    configure_process()
+    try:
+      return main(argv)
+    except UserError as error:
+      exit_with(error)
+
+  app.run(wrapped, flags_parser=parse_flags)
+  sys.exit(0)  # app.run exits itself; this tells type checkers so

