@@ -65,6 +65,7 @@ def _signed(level, maximum, sign):
 def apply_op(name: str, image, level, sign):
   """One named operation at `level` (0-10); `sign` flips the direction of signed ops."""
   size = tf.cast(tf.shape(image)[0], tf.float32)
+  height, width = size, tf.cast(tf.shape(image)[1], tf.float32)
   if name == "AutoContrast":
     return _per_channel(image, _auto_contrast_channel)
   if name == "Equalize":
@@ -74,9 +75,9 @@ def apply_op(name: str, image, level, sign):
   if name == "Rotate":
     angle = _signed(level, 30.0, sign) * 3.14159265 / 180.0
     cos, sin = tf.cos(angle), tf.sin(angle)
-    centre = (size - 1) / 2
-    return _transform(image, [cos, -sin, centre - cos * centre + sin * centre,
-                              sin, cos, centre - sin * centre - cos * centre, 0.0, 0.0])
+    x, y = (width - 1) / 2, (height - 1) / 2  # about the centre, as PIL's Image.rotate
+    return _transform(image, [cos, -sin, x - cos * x + sin * y, sin, cos, y - sin * x - cos * y,
+                              0.0, 0.0])
   if name == "Posterize":
     shift = tf.cast(8 - tf.cast(level / MAX_LEVEL * 4, tf.int32), tf.uint8)
     pixels = tf.cast(image, tf.uint8)
@@ -97,7 +98,10 @@ def apply_op(name: str, image, level, sign):
       return _blend(image, tf.zeros_like(image), factor)
     kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
-    smooth = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "SAME")[0]
+    smooth = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    # As TF's autoaugment (and PIL's SMOOTH): the 1-pixel border keeps its pixels.
+    inner = tf.pad(tf.ones_like(smooth), [[1, 1], [1, 1], [0, 0]]) > 0
+    smooth = tf.where(inner, tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), image)
     return _blend(image, smooth, factor)
   if name in ("ShearX", "ShearY"):
     shear = _signed(level, 0.3, sign)
@@ -112,10 +116,10 @@ def apply_op(name: str, image, level, sign):
     return _transform(image, matrix)
   if name == "Cutout":
     half = tf.cast(level / MAX_LEVEL * size * 0.45 / 2, tf.int32)
-    centre = tf.cast(size // 2, tf.int32)
     rows = tf.range(tf.shape(image)[0])[:, None]
     cols = tf.range(tf.shape(image)[1])[None, :]
-    inside = (tf.abs(rows - centre) <= half) & (tf.abs(cols - centre) <= half)
+    inside = ((tf.abs(rows - tf.shape(image)[0] // 2) <= half) &
+              (tf.abs(cols - tf.shape(image)[1] // 2) <= half))
     return tf.where(inside[..., None], FILL, image)
   if name == "Identity":
     return image
