@@ -1,12 +1,16 @@
-"""Training and inference speed of our model vs the PyTorch reference, measured in one run.
+"""Training and inference speed and peak training memory of our model vs the PyTorch reference.
 
   python benchmarks/throughput.py [--variant=lite0] [--batch=32] [--resolution=224]
-      [--dtype=float32|bfloat16] [--repeats=5] [--output=results.json] [--markdown=table.md]
+      [--dtypes=float32,bfloat16] [--repeats=5] [--memory_runs=3]
+      [--output=results.json] [--markdown=table.md]
 
-Alternates ours and theirs for every repeat after warm-up and reports the median
-images/s, the ratio ours/theirs, and achieved FLOP/s as a fraction of a matmul
-peak measured in the same run. Theirs: `efficientnet-lite-pytorch`, channels_last,
-threads = cores, inference under `torch.inference_mode`, AMP for bfloat16 on GPU.
+Speed: for each dtype, alternates ours and theirs for every repeat after warm-up and
+reports the median images/s, the ratio ours/theirs, and achieved FLOP/s as a fraction
+of a matmul peak measured in the same run. Theirs: `efficientnet-lite-pytorch`,
+channels_last, threads = cores, inference under `torch.inference_mode`, bfloat16
+through `torch.autocast` (CPU or GPU).
+Memory: the peak resident set of fresh processes that each build one framework's
+training step and run it, alternating ours and theirs `--memory_runs` times.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 # First, before JAX and PyTorch load: glibc malloc with one arena, no mmap, no trimming,
@@ -41,10 +47,17 @@ _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Mod
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
 _RESOLUTION = flags.DEFINE_integer("resolution", 0, "Input side (0: the variant's).",
                                    lower_bound=0)
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_DTYPES = flags.DEFINE_multi_enum("dtypes", ["float32", "bfloat16"], ["float32", "bfloat16"],
+                                  "Compute dtypes, each timed in this run.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per function.", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Time ours only.")
+_MEMORY_RUNS = flags.DEFINE_integer("memory_runs", 3, "Fresh training processes per framework "
+                                    "for the peak memory (0: skip).", lower_bound=0)
+_MEMORY_STEPS = flags.DEFINE_integer("memory_steps", 6, "Training steps of each such process.",
+                                     lower_bound=1)
+_CHILD = flags.DEFINE_enum("child", None, ["ours", "theirs"],
+                           "Internal: be one memory-measuring training process.")
 _OUTPUT = cli.DEFINE_path("output", "", "Write the results here as JSON.")
 _MARKDOWN = cli.DEFINE_path("markdown", "", "Write the table here.")
 
@@ -147,36 +160,82 @@ def measure(pairs, warmup: int, repeats: int) -> dict[str, list[float]]:
   return times
 
 
-def main(argv) -> None:
-  cli.no_positional_arguments(argv)
-  config = config_lib.variant_config(_VARIANT.value)
-  if _RESOLUTION.value:
-    config.model.resolution = _RESOLUTION.value
-  resolution = config.model.resolution
-  model = config.model
-  macs = costs.count_macs(model.width, model.depth, resolution)
-  peak = matmul_peak_flops()
-  our_train, our_infer = ours(config, _BATCH.value, _DTYPE.value)
-  pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(_BATCH.value),
-           "ours_infer_1": our_infer(1)}
-  if not _NO_TORCH.value:
-    their_train, their_infer = theirs(_VARIANT.value, _BATCH.value, resolution, _DTYPE.value)
-    pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(_BATCH.value),
-                 theirs_infer_1=their_infer(1))
-  times = measure(pairs, _WARMUP.value, _REPEATS.value)
+def speed_rows(times: dict[str, list[float]], dtype: str, batch: int, macs: int,
+               peak: float) -> list[dict]:
   rows = []
   for task, key, images, flops_per_image in (
-      ("train", "train", _BATCH.value, 6 * macs),
-      (f"inference batch {_BATCH.value}", "infer_batch", _BATCH.value, 2 * macs),
+      ("train", "train", batch, 6 * macs),
+      (f"inference batch {batch}", "infer_batch", batch, 2 * macs),
       ("inference batch 1", "infer_1", 1, 2 * macs)):
     our_rate = images / statistics.median(times[f"ours_{key}"])
-    row = {"task": task, "ours_images_per_sec": our_rate,
+    row = {"task": task, "dtype": dtype, "ours_images_per_sec": our_rate,
            "ours_fraction_of_peak": our_rate * flops_per_image / peak}
     if f"theirs_{key}" in times:
       their_rate = images / statistics.median(times[f"theirs_{key}"])
       row.update(theirs_images_per_sec=their_rate, ratio=our_rate / their_rate,
                  theirs_fraction_of_peak=their_rate * flops_per_image / peak)
     rows.append(row)
+  return rows
+
+
+def train_for_memory(framework: str, config, batch: int, steps: int) -> None:
+  """A memory-measuring child: build one framework's float32 training step, run it."""
+  train, _ = (ours(config, batch, "float32") if framework == "ours" else
+              theirs(_VARIANT.value, batch, config.model.resolution, "float32"))
+  for _ in range(steps):
+    train()
+
+
+def peak_memory(framework: str, resolution: int) -> float:
+  """Peak resident set (GB) of a fresh training process of `framework`."""
+  command = [sys.executable, os.path.abspath(__file__), f"--child={framework}",
+             f"--variant={_VARIANT.value}", f"--batch={_BATCH.value}",
+             f"--resolution={resolution}", f"--memory_steps={_MEMORY_STEPS.value}"]
+  child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  _, status, usage = os.wait4(child.pid, 0)
+  child.returncode = os.waitstatus_to_exitcode(status)
+  if child.returncode:
+    raise RuntimeError(f"{framework} memory run failed: {child.stderr.read()[-2000:]}")
+  return usage.ru_maxrss * 1024 / 1e9  # Linux reports kilobytes
+
+
+def memory_rows(resolution: int, runs: int, with_torch: bool) -> dict:
+  peaks = {"ours": [], "theirs": []}
+  for _ in range(runs):  # alternating, so drift in the machine hits both alike
+    for framework in ("ours", "theirs") if with_torch else ("ours",):
+      peaks[framework].append(peak_memory(framework, resolution))
+  result = {"runs": runs, "ours_gb": peaks["ours"]}
+  if with_torch:
+    result.update(theirs_gb=peaks["theirs"],
+                  median_ratio=statistics.median(peaks["ours"]) /
+                  statistics.median(peaks["theirs"]),
+                  worst_ratio=max(peaks["ours"]) / statistics.median(peaks["theirs"]))
+  return result
+
+
+def main(argv) -> None:
+  cli.no_positional_arguments(argv)
+  config = config_lib.variant_config(_VARIANT.value)
+  if _RESOLUTION.value:
+    config.model.resolution = _RESOLUTION.value
+  resolution, batch = config.model.resolution, _BATCH.value
+  if _CHILD.value:
+    train_for_memory(_CHILD.value, config, batch, _MEMORY_STEPS.value)
+    return
+  model = config.model
+  macs = costs.count_macs(model.width, model.depth, resolution)
+  peak = matmul_peak_flops()
+  rows, times = [], {}
+  for dtype in _DTYPES.value:
+    our_train, our_infer = ours(config.copy_and_resolve_references(), batch, dtype)
+    pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(batch),
+             "ours_infer_1": our_infer(1)}
+    if not _NO_TORCH.value:
+      their_train, their_infer = theirs(_VARIANT.value, batch, resolution, dtype)
+      pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(batch),
+                   theirs_infer_1=their_infer(1))
+    times[dtype] = measure(pairs, _WARMUP.value, _REPEATS.value)
+    rows += speed_rows(times[dtype], dtype, batch, macs, peak)
   machine = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
              "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
              "matmul_peak_gflops": peak / 1e9, "jax": jax.__version__,
@@ -184,9 +243,12 @@ def main(argv) -> None:
   if not _NO_TORCH.value:
     import torch
     machine["torch"] = torch.__version__
-  result = {"variant": _VARIANT.value, "batch": _BATCH.value, "resolution": resolution,
-            "dtype": _DTYPE.value, "repeats": _REPEATS.value, "machine": machine, "rows": rows,
+  result = {"variant": _VARIANT.value, "batch": batch, "resolution": resolution,
+            "repeats": _REPEATS.value, "machine": machine, "rows": rows,
             "seconds_per_call": times}
+  if _MEMORY_RUNS.value:
+    result["peak_training_memory"] = memory_rows(resolution, _MEMORY_RUNS.value,
+                                                 not _NO_TORCH.value)
   table = markdown_table(result)
   print(table)
   if _OUTPUT.value:
@@ -198,16 +260,25 @@ def main(argv) -> None:
 def markdown_table(result: dict) -> str:
   machine, nan = result["machine"], float("nan")
   title = (f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
-           f"{result['dtype']}, {machine['device']} ({machine['cpus']} cpus), "
+           f"{machine['device']} ({machine['cpus']} cpus), "
            f"matmul peak {machine['matmul_peak_gflops']:.0f} GFLOP/s, {machine['date']}")
   lines = [title, "",
-           "| task | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | PyTorch % peak |",
-           "|---|---|---|---|---|---|"]
+           "| task | dtype | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | "
+           "PyTorch % peak |",
+           "|---|---|---|---|---|---|---|"]
   for r in result["rows"]:
-    lines.append(f"| {r['task']} | {r['ours_images_per_sec']:.1f} | "
+    lines.append(f"| {r['task']} | {r['dtype']} | {r['ours_images_per_sec']:.1f} | "
                  f"{r.get('theirs_images_per_sec', nan):.1f} | {r.get('ratio', nan):.2f} | "
                  f"{100 * r['ours_fraction_of_peak']:.1f}% | "
                  f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% |")
+  memory = result.get("peak_training_memory")
+  if memory:
+    gigabytes = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
+    lines += ["", f"peak training memory, float32, {memory['runs']} fresh processes each "
+              f"(GB): ours {gigabytes(memory['ours_gb'])}"]
+    if "theirs_gb" in memory:
+      lines[-1] += (f"; PyTorch {gigabytes(memory['theirs_gb'])}; ours/PyTorch median "
+                    f"{memory['median_ratio']:.2f}, worst {memory['worst_ratio']:.2f}")
   return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ from effnetlite.evaluation import jax_eval
 from effnetlite.train import metrics_writer, steps
 from effnetlite.train import optimizer as optimizer_lib
 from effnetlite.utils import files
+from effnetlite.utils.process import seconds_since_start
 from effnetlite.utils.progress import progress_bar
 from effnetlite.validation import absolute_path, validate_config
 from effnetlite.weights import checkpoints, factory, loading
@@ -157,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return results
 
   bar = progress_bar(total_steps, start_step)
-  history, last_eval = [], {}
+  history, last_eval, seconds_to_first_step = [], {}, None
   window_start, window_images = time.perf_counter(), 0
   train_seconds, train_images = 0.0, 0
   step = start_step
@@ -167,6 +168,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       step += 1
       window_images += config.batch_size
       history.append(metrics)
+      if step == start_step + 1:  # compiled, or loaded from the compilation cache, and run
+        jax.block_until_ready(metrics)
+        seconds_to_first_step = seconds_since_start()
+        bar.write(f"first step done {seconds_to_first_step:.1f} s after the start")
       if step % config.log_every_steps == 0 or step == total_steps:
         logged = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
         if logged.pop("finite") < 1.0 and config.nonfinite_loss == "stop":
@@ -206,6 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
+  if seconds_to_first_step is not None:
+    last_eval["seconds_to_first_step"] = seconds_to_first_step
   if jax.process_index() == 0:
     files.write_atomically(os.path.join(workdir, "final_metrics.json"),
                            json.dumps({"step": step, **last_eval}, indent=2))

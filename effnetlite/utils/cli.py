@@ -5,9 +5,10 @@ Every entry point defines absl flags with the helpers here and calls `run(main)`
     `UserError` become one line, `error: ...`, and exit status 2;
   - path flags are made absolute as they are parsed (the only place command-line
     paths enter the library), so relative paths work from any directory;
-  - `effnetlite.configure_process()` runs before `main`, and entry points import
-    JAX/TensorFlow inside `main`, after the flags and the config are checked:
-    bad input answers in about a second, before anything is built or compiled.
+  - `effnetlite.configure_process()` runs before `main` (with `--compilation_cache`, a
+    flag of every entry point), and entry points import JAX/TensorFlow inside `main`,
+    after the flags and the config are checked: bad input answers in about a second,
+    before anything is built or compiled.
 """
 
 from __future__ import annotations
@@ -142,12 +143,17 @@ def no_positional_arguments(argv: list[str]) -> None:
                     "--name=value and config overrides --config.KEY=VALUE")
 
 
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Directory of compiled XLA programs kept between runs, or "
+    "'none'; default $EFFNETLITE_COMPILATION_CACHE, else ~/.cache/effnetlite/xla.")
+
+
 def run(main: Callable[[list[str]], Any]) -> NoReturn:
   """Parses flags, applies the process settings, runs `main(argv)`; UserError -> exit 2."""
   from effnetlite.utils.process import configure_process
 
   def wrapped(argv: list[str]) -> Any:
-    configure_process()
+    configure_process(compilation_cache=_COMPILATION_CACHE.value)
     try:
       return main(argv)
     except UserError as error:

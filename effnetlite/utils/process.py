@@ -10,8 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 
 from effnetlite.utils import allocator
+
+COMPILATION_CACHE_ENV = "EFFNETLITE_COMPILATION_CACHE"
+NO_CACHE = "none"
+# Bounding the cache also makes JAX lock it (filelock), so that processes sharing it (search
+# workers, pytest-xdist) never read an entry another one is still writing.
+COMPILATION_CACHE_BYTES = 4 << 30
+_IMPORTED_AT = time.time()
 
 
 def quiet_library_logs() -> None:
@@ -28,13 +37,59 @@ def quiet_library_logs() -> None:
   logging.getLogger("jax").setLevel(logging.WARNING)
 
 
-def configure_process(malloc_tuning: bool = True) -> None:
-  """glibc malloc tuning (see `allocator`) and quiet framework logs, before JAX starts.
+def default_compilation_cache() -> str:
+  """$EFFNETLITE_COMPILATION_CACHE, else a per-user directory ($XDG_CACHE_HOME or ~/.cache)."""
+  if os.environ.get(COMPILATION_CACHE_ENV):
+    return os.environ[COMPILATION_CACHE_ENV]
+  cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+  return os.path.join(os.path.expanduser(cache_home), "effnetlite", "xla")
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache in `directory` ("none": off).
+
+  Every program is kept, however fast it compiled: a second run of a command, eval.py
+  on the model it trained and each search candidate of an already-seen shape load
+  their executables instead of compiling them. Set before JAX starts, through JAX's
+  own environment variables, so the CLIs do not import JAX to apply it.
+  """
+  if directory == NO_CACHE:
+    settings = {"jax_compilation_cache_dir": ""}
+  else:
+    settings = {"jax_compilation_cache_dir": os.path.abspath(os.path.expanduser(directory)),
+                "jax_persistent_cache_min_compile_time_secs": 0,
+                "jax_compilation_cache_max_size": COMPILATION_CACHE_BYTES}
+  if "jax" in sys.modules:
+    import jax
+    for name, value in settings.items():
+      jax.config.update(name, value)
+  else:
+    os.environ.update({name.upper(): str(value) for name, value in settings.items()})
+
+
+def seconds_since_start() -> float:
+  """Wall time since this process started (since effnetlite was imported, off Linux)."""
+  try:
+    with open("/proc/self/stat", encoding="ascii") as handle:
+      started_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime", encoding="ascii") as handle:
+      uptime = float(handle.read().split()[0])
+    return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return time.time() - _IMPORTED_AT
+
+
+def configure_process(malloc_tuning: bool = True, compilation_cache: str | None = None
+                      ) -> None:
+  """glibc malloc tuning (see `allocator`), the persistent compilation cache and quiet
+  framework logs, before JAX starts.
 
   Call it before the first JAX computation: the malloc settings apply to the
   threads XLA starts afterwards. `EFFNETLITE_MALLOC_TUNING=0` (or
-  `malloc_tuning=False`) leaves the allocator alone.
+  `malloc_tuning=False`) leaves the allocator alone; `compilation_cache` defaults to
+  `default_compilation_cache()`, and "none" turns the cache off.
   """
   if malloc_tuning:
     allocator.tune_glibc_malloc()
+  enable_compilation_cache(compilation_cache or default_compilation_cache())
   quiet_library_logs()

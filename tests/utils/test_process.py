@@ -1,6 +1,7 @@
 """`import effnetlite` has no side effects; `configure_process` is the one opt-in."""
 
 import json
+import os
 
 from helpers import run_python
 
@@ -43,3 +44,29 @@ def test_configure_process_quiets_tensorflow_and_sets_its_log_level():
                       " logging.getLogger('absl').level, logging.getLogger('tensorflow').level)")
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ["2", str(40), str(40)]
+
+
+_COMPILE = """
+import effnetlite
+effnetlite.configure_process(malloc_tuning=False, compilation_cache={directory!r})
+import jax, jax.numpy as jnp
+events = []
+jax.monitoring.register_event_listener(lambda name, **kwargs: events.append(name))
+jax.jit(lambda x: jnp.sin(x) * 2 + 1)(jnp.ones(7)).block_until_ready()
+print(events.count("/jax/compilation_cache/cache_hits"),
+      events.count("/jax/compilation_cache/cache_misses"))
+"""
+
+
+def _hits_and_misses(directory: str) -> list[int]:
+  result = run_python(_COMPILE.format(directory=directory))
+  assert result.returncode == 0, result.stderr[-2000:]
+  return [int(n) for n in result.stdout.split()[-2:]]
+
+
+def test_compilation_cache_serves_the_second_process(tmp_path):
+  directory = str(tmp_path / "xla")
+  hits, compiled = _hits_and_misses(directory)  # every program stored, however fast it was
+  assert hits == 0 and compiled >= 1 and len(os.listdir(directory)) >= compiled
+  assert _hits_and_misses(directory) == [compiled, 0]  # all loaded: nothing compiled
+  assert _hits_and_misses("none") == [0, 0]            # off: not even looked up
