@@ -143,9 +143,28 @@ def no_positional_arguments(argv: list[str]) -> None:
                     "--name=value and config overrides --config.KEY=VALUE")
 
 
-_COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache", None, "Directory of compiled XLA programs kept between runs, or "
-    "'none'; default $EFFNETLITE_COMPILATION_CACHE, else ~/.cache/effnetlite/xla.")
+class _CacheParser(flags.ArgumentParser):
+  """'none', or a directory that exists or can be created (nothing is created here)."""
+
+  def parse(self, argument: str) -> str:
+    if argument == "none":
+      return argument
+    path = existing = validation.absolute_path(argument)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+      raise UserError(f"--compilation_cache={argument} is not a writable directory; pass "
+                      "one you can write to, or 'none'")
+    return path
+
+  def flag_type(self) -> str:
+    return "directory or 'none'"
+
+
+_COMPILATION_CACHE = flags.DEFINE(
+    _CacheParser(), "compilation_cache", None, "Directory of compiled XLA programs kept "
+    "between runs, or 'none'; default $EFFNETLITE_COMPILATION_CACHE, else "
+    "~/.cache/effnetlite/xla.", serializer=flags.ArgumentSerializer())
 
 
 def run(main: Callable[[list[str]], Any]) -> NoReturn:

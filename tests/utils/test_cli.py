@@ -102,6 +102,8 @@ CASES = [
     (EVAL, [demo, "--weights=random", "--output=no/dir/eval.json"], ["--output", "no/dir"]),
     (EVAL, [demo, "--weights=random", "--split=tset"], ["tset"]),
     (EVAL, [demo, "--weights=model.tflite"], ["model.tflite", "does not exist"]),
+    (EVAL, [demo, "--weights=random", "--compilation_cache=FILE/xla"],
+     ["--compilation_cache=", "not a writable directory"]),
     (EXPORT, [demo, "--weights=random", "--quantize=int4", "--output=m.tflite"],
      ["--quantize=int4"]),
     (EXPORT, [demo, "--weights=random", "--io=int8", "--output=m.tflite"],
