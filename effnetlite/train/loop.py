@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import ml_collections
@@ -72,16 +72,6 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                            config.to_json_best_effort(indent=2))
 
 
-def initial_variables(config: ml_collections.ConfigDict, module: Any) -> dict[str, Any]:
-  """TF-initialised variables, or imported ones with `config.init_from` (fine-tuning)."""
-  variables = factory.init_variables(module, config.model.resolution, config.seed)
-  if config.init_from:
-    # A different class count keeps the backbone and re-initialises the classifier.
-    variables = loading.load_weights(config.init_from, config, variables,
-                                     reset_classifier=None)
-  return variables
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        on_eval: Callable[[int, dict[str, float]], None] | None = None
                        ) -> dict[str, float]:
@@ -121,15 +111,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                      keep=config.keep_checkpoints)
   best = checkpoints.make_manager(os.path.join(workdir, "best"), keep=1,
                                   best_metric="ema_top1")
-  abstract = jax.eval_shape(lambda: steps.create_train_state(
-      factory.init_variables(module, config.model.resolution), optimizer,
-      jax.random.PRNGKey(0)))
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                          abstract)
-  state = checkpoints.restore_state(manager, abstract)
-  if state is None:
-    state = steps.create_train_state(initial_variables(config, module), optimizer,
-                                     jax.random.PRNGKey(config.seed))
+  # TF-initialised (one init: its shapes also tell orbax what a checkpoint should hold).
+  variables = factory.init_variables(module, config.model.resolution, config.seed)
+  state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          state)
+  restored = checkpoints.restore_state(manager, abstract)
+  if restored is not None:
+    state = restored
+  else:
+    if config.init_from:  # fine-tuning: another class count re-initialises the classifier
+      variables = loading.load_weights(config.init_from, config, variables,
+                                       reset_classifier=None)
+      state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
     state = jax.device_put(state, replicated)
   start_step = int(state.step)
   if start_step:

@@ -8,6 +8,7 @@ console calls it first thing too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -79,17 +80,29 @@ def seconds_since_start() -> float:
     return time.time() - _IMPORTED_AT
 
 
-def configure_process(malloc_tuning: bool = True, compilation_cache: str | None = None
-                      ) -> None:
+def skip_keras_import() -> None:
+  """TensorFlow imports Keras eagerly (seconds of every command's start) although nothing
+  here uses it. With TF_USE_LEGACY_KERAS=1 TensorFlow would take tf_keras instead; where
+  that is not installed, its optional import fails quietly and no Keras loads. Left alone
+  when TF_USE_LEGACY_KERAS is set already or tf_keras is installed."""
+  if "TF_USE_LEGACY_KERAS" not in os.environ and importlib.util.find_spec("tf_keras") is None:
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+def configure_process(malloc_tuning: bool = True, compilation_cache: str | None = None,
+                      keras: bool = False) -> None:
   """glibc malloc tuning (see `allocator`), the persistent compilation cache and quiet
   framework logs, before JAX starts.
 
   Call it before the first JAX computation: the malloc settings apply to the
   threads XLA starts afterwards. `EFFNETLITE_MALLOC_TUNING=0` (or
   `malloc_tuning=False`) leaves the allocator alone; `compilation_cache` defaults to
-  `default_compilation_cache()`, and "none" turns the cache off.
+  `default_compilation_cache()`, and "none" turns the cache off. `keras=True` lets
+  TensorFlow load Keras, for programs that use `tf.keras` beside this library.
   """
   if malloc_tuning:
     allocator.tune_glibc_malloc()
+  if not keras:
+    skip_keras_import()
   enable_compilation_cache(compilation_cache or default_compilation_cache())
   quiet_library_logs()

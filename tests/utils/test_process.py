@@ -70,3 +70,16 @@ def test_compilation_cache_serves_the_second_process(tmp_path):
   assert hits == 0 and compiled >= 1 and len(os.listdir(directory)) >= compiled
   assert _hits_and_misses(directory) == [compiled, 0]  # all loaded: nothing compiled
   assert _hits_and_misses("none") == [0, 0]            # off: not even looked up
+
+
+def test_tensorflow_loads_without_keras_unless_asked():
+  code = ("import os, sys, effnetlite\n"
+          "os.environ.pop('TF_USE_LEGACY_KERAS', None)  # as a fresh shell has it\n"
+          "effnetlite.configure_process(malloc_tuning=False, keras={keras})\n"
+          "import tensorflow as tf\n"
+          "tf.constant(1.0)\n"
+          "print('keras' in sys.modules)")
+  for keras in (False, True):
+    result = run_python(code.format(keras=keras))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == str(keras)
