@@ -47,8 +47,10 @@ _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Mod
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
 _RESOLUTION = flags.DEFINE_integer("resolution", 0, "Input side (0: the variant's).",
                                    lower_bound=0)
-_DTYPES = flags.DEFINE_multi_enum("dtypes", ["float32", "bfloat16"], ["float32", "bfloat16"],
-                                  "Compute dtypes, each timed in this run.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                            "Compute dtypes (float32, bfloat16), each timed in this run.")
+flags.register_validator("dtypes", lambda values: bool(values) and set(values) <= {
+    "float32", "bfloat16"}, "--dtypes takes float32 and/or bfloat16, e.g. float32,bfloat16")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per function.", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Time ours only.")
