@@ -58,6 +58,8 @@ _MEMORY_RUNS = flags.DEFINE_integer("memory_runs", 3, "Fresh training processes 
                                     "for the peak memory (0: skip).", lower_bound=0)
 _MEMORY_STEPS = flags.DEFINE_integer("memory_steps", 6, "Training steps of each such process.",
                                      lower_bound=1)
+_SPEED = flags.DEFINE_bool("speed", True, "Time training and inference (--nospeed: memory "
+                           "only).")
 _CHILD = flags.DEFINE_enum("child", None, ["ours", "theirs"],
                            "Internal: be one memory-measuring training process.")
 _OUTPUT = cli.DEFINE_path("output", "", "Write the results here as JSON.")
@@ -181,11 +183,16 @@ def speed_rows(times: dict[str, list[float]], dtype: str, batch: int, macs: int,
 
 
 def train_for_memory(framework: str, config, batch: int, steps: int) -> None:
-  """A memory-measuring child: build one framework's float32 training step, run it."""
+  """A memory-measuring child: build one framework's float32 training step, run it, and
+  print its peak resident set. VmHWM counts from the exec; the kernel's ru_maxrss of a
+  child would start from this parent's resident set at the fork."""
   train, _ = (ours(config, batch, "float32") if framework == "ours" else
               theirs(_VARIANT.value, batch, config.model.resolution, "float32"))
   for _ in range(steps):
     train()
+  with open("/proc/self/status", encoding="ascii") as handle:
+    peak_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+  print(f"peak_bytes {peak_kb * 1024}")
 
 
 def peak_memory(framework: str, resolution: int) -> float:
@@ -193,12 +200,10 @@ def peak_memory(framework: str, resolution: int) -> float:
   command = [sys.executable, os.path.abspath(__file__), f"--child={framework}",
              f"--variant={_VARIANT.value}", f"--batch={_BATCH.value}",
              f"--resolution={resolution}", f"--memory_steps={_MEMORY_STEPS.value}"]
-  child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  _, status, usage = os.wait4(child.pid, 0)
-  child.returncode = os.waitstatus_to_exitcode(status)
+  child = subprocess.run(command, capture_output=True, text=True)
   if child.returncode:
-    raise RuntimeError(f"{framework} memory run failed: {child.stderr.read()[-2000:]}")
-  return usage.ru_maxrss * 1024 / 1e9  # Linux reports kilobytes
+    raise RuntimeError(f"{framework} memory run failed: {child.stderr[-2000:]}")
+  return int(child.stdout.split("peak_bytes")[-1]) / 1e9
 
 
 def memory_rows(resolution: int, runs: int, with_torch: bool) -> dict:
@@ -228,7 +233,7 @@ def main(argv) -> None:
   macs = costs.count_macs(model.width, model.depth, resolution)
   peak = matmul_peak_flops()
   rows, times = [], {}
-  for dtype in _DTYPES.value:
+  for dtype in _DTYPES.value if _SPEED.value else ():
     our_train, our_infer = ours(config.copy_and_resolve_references(), batch, dtype)
     pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(batch),
              "ours_infer_1": our_infer(1)}
