@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterator
 
 import jax
@@ -33,11 +32,5 @@ def evaluate(evaluator: Callable, variables: Any, batches: Iterator[dict], mesh:
              num_steps: int, progress: Callable[[float], None] | None = None
              ) -> dict[str, float]:
   """top1/top5 (fractions), mean loss, exact example count and images/s over a split."""
-  totals = None
-  start = time.perf_counter()
-  for batch in pipeline.prefetch_to_device(batches, mesh):
-    sums = evaluator(variables, batch)
-    totals = metrics.add(totals, sums)
-    if progress is not None:
-      progress(float(sums["count"]))
-  return {**metrics.averages(totals, time.perf_counter() - start), "steps": num_steps}
+  sums = (evaluator(variables, batch) for batch in pipeline.prefetch_to_device(batches, mesh))
+  return {**metrics.average_over(sums, progress), "steps": num_steps}

@@ -6,7 +6,8 @@ of unequal size combine into exact figures over a whole split.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -43,3 +44,14 @@ def averages(totals: dict | None, seconds: float) -> dict[str, float]:
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
           "loss": float(totals["loss"]) / count, "count": int(round(count)),
           "images_per_sec": count / seconds}
+
+
+def average_over(batch_sums: Iterable[dict[str, Any]],
+                 progress: Callable[[float], None] | None = None) -> dict[str, float]:
+  """Adds up the `summed_metrics` of every batch, timing them, and averages them exactly."""
+  totals, start = None, time.perf_counter()
+  for sums in batch_sums:
+    totals = add(totals, sums)
+    if progress is not None:
+      progress(float(sums["count"]))
+  return averages(totals, time.perf_counter() - start)

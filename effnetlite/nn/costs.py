@@ -57,8 +57,10 @@ def config_params(config: Any) -> int:
                       model.stem_channels, model.head_channels)
 
 
-def config_macs(config: Any) -> int:
-  """Multiply-accumulates of the network a full config describes, at its resolution."""
+def config_macs(config: Any, num_classes: int | None = None) -> int:
+  """Multiply-accumulates of the network a full config describes, at its resolution
+  (with a `num_classes` classifier instead of the config's, when given)."""
   model = config.model
-  return count_macs(model.width, model.depth, model.resolution, config.dataset.num_classes,
-                    model.stem_channels, model.head_channels)
+  return count_macs(model.width, model.depth, model.resolution,
+                    num_classes or config.dataset.num_classes, model.stem_channels,
+                    model.head_channels)

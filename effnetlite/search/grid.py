@@ -16,6 +16,9 @@ import ml_collections
 
 from effnetlite.errors import UserError
 
+# The FLOPs constraint counts the ImageNet (1000-class) classifier whatever the proxy
+# dataset, as the paper and the published table do, so a search on a small proxy keeps
+# the coefficients an ImageNet search would.
 IMAGENET_CLASSES = 1000
 from effnetlite.nn import architecture, costs, scaling
 
@@ -61,14 +64,14 @@ def candidates(config: ml_collections.ConfigDict) -> list[Candidate]:
   """
   search, model = config.search, config.model
   phi = search.phi
-  base_macs = constraint_macs(config)
+  base_macs = costs.config_macs(config, IMAGENET_CLASSES)
   kept, built = [], set()
   for alpha, beta, gamma in itertools.product(*(_grid(bounds, search.step) for bounds in (
       search.alpha_range, search.beta_range, search.gamma_range))):
     scaled = scaling.compound_scale(model.width, model.depth, model.resolution, alpha, beta,
                                     gamma, phi)
     derived = scaled_config(config, scaled)
-    macs = constraint_macs(derived)
+    macs = costs.config_macs(derived, IMAGENET_CLASSES)
     realised = macs / base_macs
     network = (tuple(architecture.stage_plan(scaled.width, scaled.depth)), scaled.resolution)
     if abs(realised - 2 ** phi) <= search.tolerance * 2 ** phi and network not in built:
@@ -80,15 +83,6 @@ def candidates(config: ml_collections.ConfigDict) -> list[Candidate]:
     raise UserError(f"no grid point costs {2 ** phi}x the base within tolerance "
                     f"{search.tolerance}; widen the ranges or raise search.tolerance")
   return sorted(kept, key=lambda c: (c.macs, c.key))
-
-
-def constraint_macs(config: ml_collections.ConfigDict) -> int:
-  """Multiply-adds as the FLOPs constraint counts them: with the ImageNet (1000-class)
-  classifier whatever the proxy dataset, as the paper and the published table do, so a
-  search on a small proxy keeps the coefficients an ImageNet search would."""
-  model = config.model
-  return costs.count_macs(model.width, model.depth, model.resolution, IMAGENET_CLASSES,
-                          model.stem_channels, model.head_channels)
 
 
 def scaled_config(config: ml_collections.ConfigDict, scaled: scaling.ScaledModel

@@ -85,11 +85,13 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
             grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry)
-    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-      time.sleep(0.5 + random.random() * 2 ** attempt / 4)
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
             ModuleNotFoundError) as error:
-      if "already exists" in str(error):
+      lost_race = (isinstance(error, (sqlalchemy.exc.IntegrityError,
+                                      sqlalchemy.exc.ProgrammingError))
+                   or "already exists" in str(error))
+      if lost_race:
         time.sleep(0.5 + random.random() * 2 ** attempt / 4)
         continue
       raise UserError(f"--storage={url} cannot be opened ({type(error).__name__}: "

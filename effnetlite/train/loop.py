@@ -56,13 +56,10 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   for name in ("batch_size", "eval_batch_size"):
     pipeline.local_batch_size(config[name], f"config.{name}")
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-    raise UserError(f"workdir {workdir} is not writable ({existing} is "
-                    f"{'not a directory' if not os.path.isdir(existing) else 'read-only'}); "
-                    "pass a directory you can write to")
+  problem = files.unwritable_directory(workdir)
+  if problem:
+    raise UserError(f"workdir {workdir} is not writable ({problem}); pass a directory you "
+                    "can write to")
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -23,6 +23,7 @@ from ml_collections.config_flags import config_flags  # the module: its parser a
 
 from effnetlite import validation
 from effnetlite.errors import UserError, exit_with
+from effnetlite.utils import files, process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -147,14 +148,13 @@ class _CacheParser(flags.ArgumentParser):
   """'none', or a directory that exists or can be created (nothing is created here)."""
 
   def parse(self, argument: str) -> str:
-    if argument == "none":
+    if argument == process.NO_CACHE:
       return argument
-    path = existing = validation.absolute_path(argument)
-    while not os.path.exists(existing):
-      existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-      raise UserError(f"--compilation_cache={argument} is not a writable directory; pass "
-                      "one you can write to, or 'none'")
+    path = validation.absolute_path(argument)
+    problem = files.unwritable_directory(path)
+    if problem:
+      raise UserError(f"--compilation_cache={argument} is not a writable directory ({problem}); "
+                      f"pass one you can write to, or '{process.NO_CACHE}'")
     return path
 
   def flag_type(self) -> str:
@@ -169,10 +169,8 @@ _COMPILATION_CACHE = flags.DEFINE(
 
 def run(main: Callable[[list[str]], Any]) -> NoReturn:
   """Parses flags, applies the process settings, runs `main(argv)`; UserError -> exit 2."""
-  from effnetlite.utils.process import configure_process
-
   def wrapped(argv: list[str]) -> Any:
-    configure_process(compilation_cache=_COMPILATION_CACHE.value)
+    process.configure_process(compilation_cache=_COMPILATION_CACHE.value)
     try:
       return main(argv)
     except UserError as error:

@@ -42,3 +42,18 @@ def check_writable(path: str, what: str = "--output") -> None:
     raise UserError(f"{what}={path}: directory {directory} is not writable; pick another path")
   if os.path.isdir(path) and not path.endswith(os.sep):
     raise UserError(f"{what}={path} is a directory; pass a file path")
+
+
+def unwritable_directory(path: str) -> str | None:
+  """Why `path` cannot be used or created as a writable directory, or None if it can.
+
+  Looks at the nearest part of the path that exists and creates nothing.
+  """
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is not a directory"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"{existing} is read-only"
+  return None
