@@ -1,11 +1,13 @@
 """Fine-tunes pretrained lite0 on your own image folder.
 
   python train.py --config=configs/finetune_folder.py --workdir=runs/ft \
-      --config.dataset.data_dir=/data/flowers --config.dataset.num_classes=5
+      --config.dataset.data_dir=/data/flowers
+  python eval.py --weights=runs/ft            # the run's own config; names from the folders
 
 Layout: <data_dir>/train/<class>/<image> and <data_dir>/validation/<class>/<image>.
-The ImageNet backbone is imported and the classifier re-initialised for
-`num_classes`; a short, gentle schedule (no long warm-up, small LR) suits it.
+The class count and names come from the train folder's sub-folders and are recorded
+in the run. The ImageNet backbone is imported and the classifier re-initialised for
+them; a short, gentle schedule (no long warm-up, small LR) suits it.
 """
 
 from effnetlite.config import base_config, short_run_recipe
@@ -16,7 +18,7 @@ def get_config():
   config.init_from = "pretrained"
   config.dataset.name = "folder"
   config.dataset.data_dir = ""        # required: --config.dataset.data_dir=...
-  config.dataset.num_classes = 10
+  config.dataset.num_classes = -1     # from the data: one class per sub-folder
   config.dataset.shuffle_buffer = 4096
   config.batch_size = 32
   config.eval_batch_size = 64

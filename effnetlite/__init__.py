@@ -15,6 +15,8 @@ _EXPORTS = {
     "create_model": "effnetlite.weights.factory",
     "EfficientNetLite": "effnetlite.nn.model",
     "normalize": "effnetlite.data.preprocessing",
+    "load_image": "effnetlite.data.images",
+    "class_names": "effnetlite.data.labels",
     "configure_process": "effnetlite.utils.process",
 }
 

@@ -17,3 +17,12 @@ class WeightsError(UserError):
 def exit_with(error: BaseException, code: int = 2) -> NoReturn:
   print(f"error: {error}", file=sys.stderr)
   sys.exit(code)
+
+
+def warn(message: str) -> None:
+  """One line, `warning: ...`, on stderr: something the user should know, not an error.
+
+  Not through `logging`: the commands silence library logs (absl, TF, orbax) and a
+  warning meant for the user must not go with them.
+  """
+  print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -106,7 +106,7 @@ SCHEMA: dict[str, Rule] = {
     "dataset.manual_dir": PATH,
     "dataset.train_split": TEXT,
     "dataset.eval_split": TEXT,
-    "dataset.num_classes": number("int", low=2),
+    "dataset.num_classes": number("int", low=2, or_minus_one=True),
     "dataset.corrupt_images": choice(config_lib.CORRUPT_IMAGES),
     "dataset.shuffle_buffer": positive("int"),
     "augment.min_object_covered": number(low=0, high=1),
@@ -212,11 +212,12 @@ def check_key(key: str, value: Any, rule: Rule) -> None:
     raise UserError(f"config.{key}={value!r} is not allowed; use {rule.allowed}")
 
 
-def validate_config(config: ml_collections.ConfigDict, search: bool = False
-                    ) -> ml_collections.ConfigDict:
+def validate_config(config: ml_collections.ConfigDict, search: bool = False,
+                    data: bool = True) -> ml_collections.ConfigDict:
   """Checks every key and the cross-key rules; returns a copy with absolute paths.
 
-  `search=True` also requires and checks the `search` section (grid_search.py).
+  `search=True` also requires and checks the `search` section (grid_search.py);
+  `data=False` is for commands that read no dataset (predict.py, scale.py).
   """
   if not isinstance(config, ml_collections.ConfigDict):
     raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
@@ -241,7 +242,7 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False
     raise UserError(f"config.search.pruner={config.search.pruner!r} needs "
                     "config.search.objective='accuracy': Optuna prunes single-objective studies "
                     "only; set config.search.pruner=none")
-  if config.dataset.name == "folder" and not config.dataset.data_dir:
+  if data and config.dataset.name == "folder" and not config.dataset.data_dir:
     raise UserError("config.dataset.name='folder' needs config.dataset.data_dir: the folder "
                     "holding <split>/<class>/<image> files")
   checked = config.copy_and_resolve_references()

@@ -1,19 +1,25 @@
 """Exports a model to TFLite or SavedModel, verifies the file and writes a report beside it.
 
+  python scripts/export.py --weights=runs/ft --quantize=int8 --output=ft-int8.tflite
   python scripts/export.py --config=configs/lite0.py --weights=pretrained \
       --quantize=int8 --io=int8 --calibration_dir=IMAGES --output=efficientnet-lite0-int8.tflite
+
+The .tflite file carries the class names (a run's own, or ImageNet's).
 """
 
 import os
 
 from absl import flags
 
+from effnetlite import runs
 from effnetlite.export.options import FORMATS, IO_TYPES, QUANTIZE_MODES, ExportOptions
 from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
 
-_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", "Model config file.")
-_WEIGHTS = cli.DEFINE_weights()
+_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py")
+_WEIGHTS = cli.DEFINE_weights(help_string="'pretrained', 'random', a training run directory "
+                              "(its config is then used; RUN/best for the best checkpoint) or a "
+                              "weights file.")
 _FORMAT = flags.DEFINE_enum("format", "tflite", FORMATS, "Output format.")
 _QUANTIZE = flags.DEFINE_enum("quantize", "none", QUANTIZE_MODES, "TFLite quantisation.")
 _IO = flags.DEFINE_enum("io", "float32", IO_TYPES,
@@ -24,10 +30,15 @@ _INPUT = flags.DEFINE_enum("input", "normalized", ["normalized", "pixels"],
 _OUTPUTS = flags.DEFINE_enum("outputs", "logits", ["logits", "probabilities"], "Graph output.")
 _BATCH = flags.DEFINE_integer("batch_size", 1, "Fixed batch size of the exported graph.",
                               lower_bound=1)
-_STEPS = flags.DEFINE_integer("calibration_steps", 2000, "Calibration images for int8.",
+_STEPS = flags.DEFINE_integer("calibration_steps", 2000, "Calibration images for int8 (at "
+                              "most; a smaller source is used whole, and the report says so).",
                               lower_bound=0)
-_CALIBRATION_DIR = cli.DEFINE_path("calibration_dir", "", "Folder of calibration images.")
-_CHECK_DIR = cli.DEFINE_path("check_dir", "", "Folder of images for the parity check.")
+_CALIBRATION_DIR = cli.DEFINE_path("calibration_dir", "", "Folder of calibration images "
+                                   "(default: the config's training split).")
+_CHECK_DIR = cli.DEFINE_path("check_dir", "", "Folder of images for the parity check "
+                             "(default: the config's evaluation split).")
+_CHECK_IMAGES = flags.DEFINE_integer("check_images", 200, "Images of the evaluation split for "
+                                     "the parity check.", lower_bound=1)
 _EMA = flags.DEFINE_bool("ema", True, "Export the EMA weights of training checkpoints.")
 _THREADS = flags.DEFINE_integer("threads", None, "LiteRT threads for the latency check.",
                                 lower_bound=1)
@@ -37,19 +48,22 @@ _OUTPUT = cli.DEFINE_path("output", None, "The .tflite file or SavedModel direct
 
 def main(argv):
   cli.no_positional_arguments(argv)
-  config = validate_config(_CONFIG.value)
+  config = runs.config_for_weights(validate_config(_CONFIG.value), _WEIGHTS.value)
   if _WEIGHTS.value == "pretrained":
     check_pretrained(config)
   options = ExportOptions(
       weights=_WEIGHTS.value, format=_FORMAT.value, quantize=_QUANTIZE.value, io=_IO.value,
       raw_pixels=_INPUT.value == "pixels", probabilities=_OUTPUTS.value == "probabilities",
       batch_size=_BATCH.value, calibration_steps=_STEPS.value,
-      calibration_dir=_CALIBRATION_DIR.value, check_dir=_CHECK_DIR.value, ema=_EMA.value,
+      calibration_dir=_CALIBRATION_DIR.value, check_dir=_CHECK_DIR.value,
+      check_images=_CHECK_IMAGES.value, ema=_EMA.value,
       threads=_THREADS.value)
   options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
-  from effnetlite.export import export_model, verify  # JAX/TF: after the checks
-  report = export_model.export_model(config, options, _OUTPUT.value)
+  from effnetlite.data import labels  # JAX/TF: after the checks
+  from effnetlite.export import export_model, verify
+  names = labels.class_names(_WEIGHTS.value, config.dataset.num_classes)
+  report = export_model.export_model(config, options, _OUTPUT.value, names)
   if "ops" in report:
     print(verify.format_report(report))
     print(f"report: {_OUTPUT.value}.report.json")

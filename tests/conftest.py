@@ -46,7 +46,7 @@ def photo_batch(photo_files):
 
   def at(resolution: int) -> np.ndarray:
     if resolution not in cache:
-      cache[resolution] = np.stack([images.load_eval_image(path, resolution)
+      cache[resolution] = np.stack([images.load_image(path, resolution)
                                     for path in photo_files.values()])
     return cache[resolution]
   return at

@@ -39,9 +39,14 @@ def read_image_bytes(path: str) -> bytes:
                     "JPEG, PNG, GIF, BMP, WebP or TIFF file") from None
 
 
-def load_eval_image(path: str, resolution: int, resize_method: str = "bilinear",
-                    crop_fraction: float = 0.875) -> np.ndarray:
-  """The evaluation view of an image file: float32 pixels, (res, res, 3)."""
+def load_image(path: str, resolution: int = 224, resize_method: str = "bilinear",
+               crop_fraction: float = 0.875) -> np.ndarray:
+  """An image file as the model sees it at evaluation: (resolution, resolution, 3) float32
+  RGB pixels in [0, 255], TF's centre crop (a border of `1 - crop_fraction`) resized.
+
+  Feed `normalize(image[None])` to the model; take `resolution` and the other arguments
+  from the model's config (`config.model.resolution`, ...) for a fine-tuned run.
+  """
   image = preprocessing.decode_and_center_crop(
       read_image_bytes(path), resolution, resize_method, crop_fraction)
   return np.asarray(image)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import logging
 import os
 from typing import Any
 
 import ml_collections
 
 from effnetlite.config import DEFAULT_DATA_DIR
-from effnetlite.errors import UserError
+from effnetlite.errors import UserError, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
@@ -139,8 +138,11 @@ def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str
   if total == 0:
     raise DataError(_empty(split, name))
   local = total if process_count == 1 else _split_size(builder, share, read)
-  return Source(name, split, local, total, num_classes, dataset,
-                tuple(getattr(features["label"], "names", ())))
+  names = tuple(getattr(features["label"], "names", ()))
+  if name == "imagenet2012":  # tfds names its classes by WordNet id; people read the lemmas
+    from effnetlite.data import labels
+    names = labels.imagenet_names()
+  return Source(name, split, local, total, num_classes, dataset, names)
 
 
 def _readable(path: str) -> bool:
@@ -184,8 +186,7 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
     if dataset_config.corrupt_images == "error":
       raise DataError(f"{len(broken)} unreadable image(s) in {split_root}, first {broken[0]}; "
                       "remove them or set config.dataset.corrupt_images=skip")
-    logging.warning("skipping %d unreadable image(s) in %s, first %s", len(broken),
-                    split_root, broken[0])
+    warn(f"skipping {len(broken)} unreadable image(s) in {split_root}, first {broken[0]}")
     files = [f for f, ok in zip(files, readable) if ok]
     labels = [label for label, ok in zip(labels, readable) if ok]
   total = len(files)

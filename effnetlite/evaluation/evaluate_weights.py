@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from effnetlite.data import pipeline, sources
+from effnetlite.data import labels, pipeline, sources
 from effnetlite.utils.progress import progress_bar
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
 
@@ -25,8 +25,11 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
   """Metrics of pretrained weights, a checkpoint, a weights file or a .tflite on a split.
 
   The weights are read and checked against the config before the dataset is opened.
+  A training checkpoint's step is reported, and whether it is the run's latest or
+  its best (`RUN/best`); per-class top-1 comes with the class names.
   """
   weights = absolute_path(weights) if weights not in WEIGHT_KEYWORDS else weights
+  described: dict[str, Any] = {}
   if weights.endswith(".tflite"):
     from effnetlite.evaluation.tflite_eval import evaluate_tflite
     from effnetlite.export.runtime import TFLiteModel
@@ -37,14 +40,32 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
                               progress=_progress(source.num_examples, "eval tflite"))
   else:
     from effnetlite.evaluation import jax_eval
-    from effnetlite.weights import factory, loading
+    from effnetlite.weights import checkpoints, factory, loading
     module, variables = factory.create_model(config)
     variables = loading.load_weights(weights, config, variables, ema=ema)
+    if weights not in WEIGHT_KEYWORDS and checkpoints.is_training_checkpoint(weights):
+      step = checkpoints.step_directory(weights)
+      described["checkpoint"] = str(step)
+      described["step"] = int(step.name)
+      described["kept_as"] = "best" if step.parent.name == "best" else "latest"
     source = sources.make_source(config.dataset, split)
     mesh = pipeline.make_mesh()
     evaluator = jax_eval.make_evaluator(module, config.dataset.num_classes, mesh)
     metrics = jax_eval.evaluate(evaluator, variables, pipeline.eval_batches(config, source),
                                 mesh, pipeline.eval_steps(source, config.eval_batch_size),
                                 progress=_progress(source.total_examples, "eval"))
-  return {**metrics, "weights": weights, "ema": ema and not weights.endswith(".tflite"),
-          "split": split, "variant": config.model.name, "dataset": config.dataset.name}
+  return {**metrics, "weights": weights, **described,
+          "ema": ema and not weights.endswith(".tflite"), "split": split,
+          "variant": config.model.name, "dataset": config.dataset.name,
+          "class_names": class_names(weights, config.dataset.num_classes)}
+
+
+def class_names(weights: str, num_classes: int) -> list[str]:
+  """The names of the classes of any weights eval.py takes, .tflite files included."""
+  if weights.endswith(".tflite"):
+    from effnetlite.export.metadata import read_labels
+    names = read_labels(weights)
+    if names is not None and len(names) == num_classes:
+      return names
+    weights = "pretrained"  # a file without names: ImageNet's for 1000 classes
+  return labels.class_names(weights, num_classes)

@@ -18,15 +18,20 @@ from effnetlite.errors import UserError
 
 def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array,
                    num_classes: int) -> dict[str, jax.Array]:
-  """count, loss, top-1 and top-5 hits summed over the unmasked examples."""
+  """count, loss, top-1 and top-5 hits summed over the unmasked examples, and the
+  examples and top-1 hits of each class."""
   logits = jnp.asarray(logits, jnp.float32)
   top5 = jax.lax.top_k(logits, min(5, num_classes))[1]
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  hits = (jnp.argmax(logits, -1) == labels) * mask
+  per_class = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   return {
       "count": mask.sum(),
       "loss": (loss * mask).sum(),
-      "top1": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
-      "top5": ((top5 == labels[:, None]).any(-1) * mask).sum()}
+      "top1": hits.sum(),
+      "top5": ((top5 == labels[:, None]).any(-1) * mask).sum(),
+      "class_count": (per_class * mask[:, None]).sum(0),
+      "class_top1": (per_class * hits[:, None]).sum(0)}
 
 
 def add(totals: dict[str, Any] | None, sums: dict[str, Any]) -> dict[str, Any]:
@@ -41,9 +46,14 @@ def averages(totals: dict | None, seconds: float) -> dict[str, float]:
                     "at a split with examples")
   totals = jax.device_get(totals)
   count = float(totals["count"])
+  class_count = totals["class_count"]
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
           "loss": float(totals["loss"]) / count, "count": int(round(count)),
-          "images_per_sec": count / seconds}
+          "images_per_sec": count / seconds,
+          # None for classes without examples in the split
+          "class_top1": [float(h / n) if n else None
+                         for h, n in zip(totals["class_top1"], class_count)],
+          "class_count": [int(round(n)) for n in class_count]}
 
 
 def average_over(batch_sums: Iterable[dict[str, Any]],

@@ -6,8 +6,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from effnetlite.data import labels
-
 
 def make_predict_fn(module: Any) -> Callable[[Any, np.ndarray], Any]:
   """jit(variables, pixels) -> class probabilities; normalises like training."""
@@ -21,13 +19,14 @@ def make_predict_fn(module: Any) -> Callable[[Any, np.ndarray], Any]:
   return jax.jit(predict)
 
 
-def class_names(num_classes: int) -> Sequence[str]:
-  if num_classes == 1000:
-    return [labels.imagenet_label(i) for i in range(1000)]
-  return [f"class_{i}" for i in range(num_classes)]
-
-
 def top_k(probabilities: np.ndarray, k: int, names: Sequence[str]) -> list[dict[str, Any]]:
   """[{"index", "label", "prob"}] best first."""
   order = np.argsort(-probabilities, kind="stable")[:k]
   return [{"index": int(i), "label": names[i], "prob": float(probabilities[i])} for i in order]
+
+
+def print_top(image: str, top: list[dict[str, Any]]) -> None:
+  """The image's name, then one line per class: probability, index, name."""
+  print(image)
+  for entry in top:
+    print(f"  {entry['prob']:7.2%}  {entry['index']:4d}  {entry['label']}")

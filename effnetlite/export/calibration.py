@@ -1,6 +1,6 @@
 """The images an export sees: calibration inputs for int8 and held-out images to check it.
 
-Both go through the evaluation preprocessing (`data.images.load_eval_image` and the
+Both go through the evaluation preprocessing (`data.images.load_image` and the
 evaluation pipeline) that eval.py and predict use: most int8 accuracy collapses
 users report come from calibrating on differently preprocessed images.
 """
@@ -17,9 +17,9 @@ import ml_collections
 import numpy as np
 
 from effnetlite.data import pipeline, sources
-from effnetlite.data.images import load_eval_image
+from effnetlite.data.images import load_image
 from effnetlite.data.sample_photos import write_sample_photos
-from effnetlite.errors import UserError
+from effnetlite.errors import UserError, warn
 from effnetlite.export import convert
 from effnetlite.export.options import ExportOptions
 
@@ -37,7 +37,7 @@ def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int 
   """Evaluation-preprocessed pixels of the images in a folder, one batch of 1 at a time."""
   model = config.model
   for path in _image_files(directory)[:limit]:
-    yield load_eval_image(path, model.resolution, model.resize_method,
+    yield load_image(path, model.resolution, model.resize_method,
                           model.eval_crop_fraction)[None]
 
 
@@ -62,13 +62,38 @@ def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) 
       raise UserError(f"int8 quantisation needs calibration data and the configured dataset "
                       f"is unavailable ({error}); pass --calibration_dir=IMAGES") from None
     batches = dataset_pixels(config, source)
-  return convert.representative_dataset(batches, options.calibration_steps, options.raw_pixels)
+  return convert.RepresentativeDataset(batches, options.calibration_steps, options.raw_pixels)
 
 
-def check_images(config: ml_collections.ConfigDict, options: ExportOptions) -> np.ndarray:
-  """Held-out photos for the parity check: --check_dir, or those bundled offline."""
+def check_images(config: ml_collections.ConfigDict, options: ExportOptions
+                 ) -> tuple[np.ndarray, np.ndarray | None, str]:
+  """Held-out images for the parity check: (pixels, labels or None, where they came from).
+
+  --check_dir, else the first `options.check_images` of the config's evaluation split
+  (labelled: the report gives both top-1s), else - with no dataset here - the photos
+  bundled offline, which suit ImageNet models only; the report says which.
+  """
   if options.check_dir:
-    return np.concatenate(list(folder_pixels(options.check_dir, config)))
+    pixels = np.concatenate(list(folder_pixels(options.check_dir, config)))
+    return pixels, None, f"{len(pixels)} images of {options.check_dir}"
+  try:
+    source = sources.make_source(config.dataset, config.dataset.eval_split)
+  except UserError as error:
+    warn(f"checking the export on the bundled photos: the evaluation split is unavailable "
+         f"({error})")
+  else:
+    pixels, labels = [], []
+    for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
+      keep = batch["mask"] > 0
+      pixels.append(batch["image"][keep])
+      labels.append(batch["label"][keep])
+      if sum(map(len, pixels)) >= options.check_images:
+        break
+    pixels = np.concatenate(pixels)[:options.check_images]
+    labels = np.concatenate(labels)[:options.check_images]
+    return pixels, labels, (f"{len(pixels)} images of {config.dataset.name}/"
+                            f"{config.dataset.eval_split}")
   with tempfile.TemporaryDirectory() as directory:
     write_sample_photos(directory)
-    return np.concatenate(list(folder_pixels(directory, config)))
+    pixels = np.concatenate(list(folder_pixels(directory, config)))
+  return pixels, None, f"{len(pixels)} bundled photos (ImageNet classes)"

@@ -95,16 +95,19 @@ def save_saved_model(module: Any, output: str) -> None:
     shutil.rmtree(temporary, ignore_errors=True)
 
 
-def representative_dataset(batches: Iterable[np.ndarray], steps: int, raw_pixels: bool
-                           ) -> Callable[[], Iterator[list[np.ndarray]]]:
-  """Calibration inputs for the converter: `steps` single images, fed as the model takes them."""
-  def generate():
-    seen = 0
-    for pixels in batches:
+class RepresentativeDataset:
+  """Calibration inputs for the converter: up to `steps` single images, fed as the model
+  takes them; `seen` counts those the converter drew (a split may hold fewer)."""
+
+  def __init__(self, batches: Iterable[np.ndarray], steps: int, raw_pixels: bool):
+    self.batches, self.steps, self.raw_pixels = batches, steps, raw_pixels
+    self.seen = 0
+
+  def __call__(self) -> Iterator[list[np.ndarray]]:
+    for pixels in self.batches:
       for image in pixels:
-        if seen == steps:
+        if self.seen == self.steps:
           return
-        inputs = image if raw_pixels else preprocessing.normalize(image)
+        inputs = image if self.raw_pixels else preprocessing.normalize(image)
         yield [np.asarray(inputs, np.float32)[None]]
-        seen += 1
-  return generate
+        self.seen += 1

@@ -27,7 +27,8 @@ class ExportOptions:
   batch_size: int = 1
   calibration_steps: int = 2000
   calibration_dir: str = ""
-  check_dir: str = ""             # default: the photos bundled with scikit-image/-learn
+  check_dir: str = ""             # default: the config's evaluation split
+  check_images: int = 200         # at most this many images of the evaluation split
   ema: bool = True
   threads: int | None = None
 

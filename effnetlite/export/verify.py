@@ -59,12 +59,15 @@ def verify_export(config: ml_collections.ConfigDict, module: Any, variables: Any
                   options: ExportOptions, output: str, tf_module: Any) -> dict[str, Any]:
   """Parity of the written file with JAX on held-out photos, plus latency vs float."""
   import jax
-  pixels = calibration.check_images(config, options)
-  logits = np.asarray(jax.jit(module.apply)(variables, preprocessing.normalize(pixels)))
+  pixels, labels, checked_on = calibration.check_images(config, options)
+  apply = jax.jit(module.apply)
+  logits = np.concatenate([np.asarray(apply(variables, preprocessing.normalize(chunk)))
+                           for chunk in np.array_split(pixels, -(-len(pixels) // 64))])
   if options.probabilities:
     logits = np.asarray(jax.nn.softmax(logits))
-  report = check_tflite(output, logits, pixels, probabilities=options.probabilities,
+  report = check_tflite(output, logits, pixels, labels, probabilities=options.probabilities,
                         threads=options.threads)
+  report["checked_on"] = checked_on
   report.update(quantize=options.quantize, io=options.io, weights=options.weights,
                 variant=config.model.name, resolution=config.model.resolution)
   if options.quantize != "none":  # how much faster than the float file on this CPU
@@ -88,6 +91,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{report['output']['zero_point']}"),
           ("ops", ", ".join(report["ops"])),
           ("max |delta output| vs JAX", f"{report['max_abs_output_diff']:.3g}"),
+          ("checked on", report["checked_on"]),
           ("top-1 agreement vs JAX float", f"{report['top1_agreement']:.2%} of "
                                            f"{report['images']}"),
           (f"  where float p >= {CONFIDENT}", "n/a" if report["top1_agreement_confident"] is None
@@ -97,5 +101,8 @@ def format_report(report: dict[str, Any]) -> str:
   for key in ("float_top1", "tflite_top1", "latency_ratio_vs_float"):
     if key in report:
       rows.append((key.replace("_", " "), f"{report[key]:.4g}"))
+  if "calibration_images" in report:
+    rows.append(("calibration images", str(report["calibration_images"])))
+  rows.append(("classes", report["classes"]))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

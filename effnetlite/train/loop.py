@@ -9,7 +9,6 @@ EMA checkpoint kept apart in `workdir/best`.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from typing import Callable
@@ -19,6 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from effnetlite import runs
 from effnetlite.data import pipeline, sources
 from effnetlite.errors import UserError
 from effnetlite.evaluation import jax_eval
@@ -49,10 +49,12 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict | None:
   """The checks that need the devices or the file system, before any data or compilation.
 
-  Nothing is created yet: a run that fails on its data leaves no empty workdir behind.
+  Returns the config of the run already in `workdir` (None for a new run), after checking
+  that `config` describes the same variables. Nothing is created yet: a run that fails on
+  its data leaves no empty workdir behind.
   """
   for name in ("batch_size", "eval_batch_size"):
     pipeline.local_batch_size(config[name], f"config.{name}")
@@ -60,13 +62,60 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   if problem:
     raise UserError(f"workdir {workdir} is not writable ({problem}); pass a directory you "
                     "can write to")
+  if runs.find_run(workdir) != workdir:
+    return None
+  previous = runs.load_config(workdir)
+  if config.dataset.num_classes == runs.FROM_DATA:
+    config.dataset.num_classes = previous.dataset.num_classes
+  runs.check_architecture(workdir, config, fix="pass a new --workdir for this model, or "
+                          f"resume with the run's own config (--config={workdir}/config.json)")
+  return previous
 
 
-def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    files.write_atomically(os.path.join(workdir, "config.json"),
-                           config.to_json_best_effort(indent=2))
+def _resolve_classes(config: ml_collections.ConfigDict, source: sources.Source) -> list[str]:
+  """The dataset's class names; fills config.dataset.num_classes=-1 from the data."""
+  if config.dataset.num_classes == runs.FROM_DATA:
+    config.dataset.num_classes = source.num_classes
+  if source.num_classes != config.dataset.num_classes:
+    raise UserError(f"dataset {config.dataset.name!r} has {source.num_classes} classes "
+                    f"but config.dataset.num_classes={config.dataset.num_classes}; set it to "
+                    f"{source.num_classes}, or to -1 to take the count from the data")
+  return list(source.class_names) or [str(i) for i in range(source.num_classes)]
+
+
+def _finished_run(workdir: str, step: int, total_steps: int) -> dict[str, float]:
+  """What re-running a finished run reports: its final metrics, with nothing written."""
+  print(f"run {workdir} already finished at step {step} (of {total_steps}); nothing to "
+        "train (raise config.num_epochs or config.max_steps to continue it)", flush=True)
+  path = os.path.join(workdir, "final_metrics.json")
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as handle:
+      return json.load(handle)
+  return {}
+
+
+def _record_session(config: ml_collections.ConfigDict, workdir: str,
+                    previous: ml_collections.ConfigDict | None, latest: int | None,
+                    class_names: list[str]) -> None:
+  """Says what this session does and writes the run's config and class names.
+
+  A resumed run lists the keys that changed since its last session (kept in
+  config_history.jsonl); config.json always holds the latest session's config.
+  """
+  lead = jax.process_index() == 0
+  if latest is not None:
+    print(f"resuming from step {latest} (checkpoint {workdir}/checkpoints/{latest})", flush=True)
+    changes = runs.differences(previous, config) if previous is not None else []
+    if changes:
+      print(f"config changed since the last session: {runs.describe(changes)} (recorded in "
+            f"{runs.HISTORY_FILE})", flush=True)
+      if lead:
+        runs.record_changes(workdir, latest, changes)
+  print(f"classes: {runs.format_class_names(class_names)}", flush=True)
+  if lead:
+    os.makedirs(workdir, exist_ok=True)
+    runs.save_config(workdir, config)
+    runs.save_class_names(workdir, class_names)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -81,22 +130,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
   workdir = absolute_path(workdir)  # orbax takes absolute paths only
   initialize_distributed()
-  check_run(config, workdir)
+  previous = check_run(config, workdir)
   mesh = pipeline.make_mesh()
   train_source = sources.make_source(config.dataset, config.dataset.train_split,
                                      jax.process_index(), jax.process_count())
   eval_source = sources.make_source(config.dataset, config.dataset.eval_split,
                                     jax.process_index(), jax.process_count())
-  if train_source.num_classes != config.dataset.num_classes:
-    raise UserError(f"dataset {config.dataset.name!r} has {train_source.num_classes} classes "
-                    f"but config.dataset.num_classes={config.dataset.num_classes}; set it to "
-                    f"{train_source.num_classes}")
+  class_names = _resolve_classes(config, train_source)
   per_epoch = (config.steps_per_epoch if config.steps_per_epoch > 0
                else pipeline.steps_per_epoch(train_source, config.batch_size))
   total_steps = (config.max_steps if config.max_steps > 0
                  else int(round(config.num_epochs * per_epoch)))
   eval_every = config.eval_every_steps or per_epoch
-  _save_config(config, workdir)
 
   module = factory.module_from_config(config)
   schedule = optimizer_lib.learning_rate_schedule(config, config.batch_size, per_epoch, total_steps)
@@ -113,6 +158,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           state)
+  latest = manager.latest_step()
+  if latest is not None and latest >= total_steps:
+    return _finished_run(workdir, latest, total_steps)
+  _record_session(config, workdir, previous, latest, class_names)
   restored = checkpoints.restore_state(manager, abstract)
   if restored is not None:
     state = restored
@@ -123,8 +172,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
     state = jax.device_put(state, replicated)
   start_step = int(state.step)
-  if start_step:
-    logging.info("resuming from step %d", start_step)
 
   train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
                        in_shardings=(replicated, batch_sharding),
@@ -175,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         train_seconds, train_images = train_seconds + elapsed, train_images + window_images
         logged["epoch"] = step / per_epoch
         writer.write(step, logged)
-        bar.set_postfix(epoch=f"{logged['epoch']:.2f}", loss=f"{logged['loss']:.4f}",
+        bar.set_postfix(epoch=f"{logged['epoch']:.2f}", xent=f"{logged['cross_entropy']:.4f}",
                         lr=f"{logged['learning_rate']:.3g}",
                         img_s=f"{logged['images_per_sec']:.1f}", refresh=False)
         history, window_start, window_images = [], time.perf_counter(), 0
@@ -196,9 +243,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     bar.close()
     manager.wait_until_finished()
     best.wait_until_finished()
-    writer.flush()
-  if not last_eval:  # resumed a finished run: report, do not retrain
-    last_eval = run_eval(step)
     writer.flush()
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 from absl import app, flags
 from ml_collections.config_flags import config_flags  # the module: its parser and flag classes
 
-from effnetlite import validation
+from effnetlite import runs, validation
 from effnetlite.errors import UserError, exit_with
 from effnetlite.utils import files, process
 
@@ -61,9 +61,13 @@ class _ConfigFileParser(config_flags.ConfigFileFlagParser):
   def parse(self, path: str) -> Any:
     path = os.path.expanduser(path)  # the shell leaves `--config=~/...` unexpanded
     file = path.split(":", 1)[0]
+    if file.endswith(".json") or runs.find_run(file) == os.path.abspath(file):
+      config = runs.load_config(file)  # a run's saved config (or the run directory itself)
+      config.lock()
+      return config
     if not os.path.isfile(file):
       raise UserError(f"--{self.name}={path}: config file {validation.absolute_path(file)} "
-                      "does not exist; pass a config such as configs/lite0.py")
+                      f"does not exist; {_config_suggestion(file)}")
     try:
       return super().parse(path)
     except Exception as error:  # noqa: BLE001 - any failure of user code in the config file
@@ -76,8 +80,22 @@ class _ConfigFileParser(config_flags.ConfigFileFlagParser):
                       "or start from configs/lite0.py") from None
 
 
+def _config_suggestion(file: str) -> str:
+  """What to pass instead: the checkout's own file of that name, wherever the user is."""
+  shipped = os.path.join(REPO_ROOT, "configs", os.path.basename(file))
+  if os.path.isfile(shipped):
+    return f"did you mean {shipped}?"
+  return (f"pass a config file such as {os.path.join(REPO_ROOT, 'configs', 'lite0.py')} or a "
+          "run's config.json")
+
+
+CONFIG_HELP = ("Config file: configs/*.py, or a training run's directory or config.json. "
+               "Override any key with --config.KEY=VALUE; `python scripts/config_keys.py` "
+               "lists every key with its default, type and allowed values.")
+
+
 def DEFINE_config_file(name: str = "config", default: str | None = None,  # noqa: N802
-                       help_string: str = "Config file (a Python file with get_config()).",
+                       help_string: str = CONFIG_HELP,
                        required: bool = False) -> flags.FlagHolder:
   """config_flags.DEFINE_config_file with one-line errors; `--NAME.KEY=VALUE` overrides.
 
@@ -115,9 +133,36 @@ def DEFINE_weights(default: str = "pretrained", tflite: bool = False,  # noqa: N
                       serializer=flags.ArgumentSerializer())
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The last `--name=value` or `--name value` of a command line, before flags parse."""
+  value = None
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith(f"--{name}="):
+      value = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+  """`--weights=RUN` without `--config`: the run's own config is the config.
+
+  Commands that take both flags (eval.py, export.py, predict.py) then need nothing the
+  training command was given; `--config.KEY=VALUE` overrides still apply to it.
+  """
+  if "config" not in flags.FLAGS or "weights" not in flags.FLAGS or (
+      _flag_value(argv, "config") is not None):
+    return argv
+  weights = _flag_value(argv, "weights")
+  run = runs.find_run(validation.absolute_path(weights)) if weights else None
+  return argv if run is None else [argv[0], f"--config={run}", *argv[1:]]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser with one line for every failure (for `app.run(flags_parser=...)`)."""
   try:
+    argv = with_run_config(argv)
+    sys.argv = argv  # ml_collections reads the --config.KEY overrides from sys.argv
     return flags.FLAGS(argv)
   except flags.Error as error:
     cause = error.__context__
@@ -165,6 +210,9 @@ _COMPILATION_CACHE = flags.DEFINE(
     _CacheParser(), "compilation_cache", None, "Directory of compiled XLA programs kept "
     "between runs, or 'none'; default $EFFNETLITE_COMPILATION_CACHE, else "
     "~/.cache/effnetlite/xla.", serializer=flags.ArgumentSerializer())
+# The DEFINE_* helpers above define flags for the command that calls them: absl credits
+# them to that command, so its --help lists them (not only --helpfull).
+flags.disclaim_key_flags()
 
 
 def run(main: Callable[[list[str]], Any]) -> NoReturn:
@@ -176,5 +224,6 @@ def run(main: Callable[[list[str]], Any]) -> NoReturn:
     except UserError as error:
       exit_with(error)
 
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[_COMPILATION_CACHE.name])
   app.run(wrapped, flags_parser=parse_flags)
   sys.exit(0)  # app.run exits itself; this tells type checkers so

@@ -61,7 +61,7 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state: Any) -> Any | 
   return restored.state
 
 
-def _step_directory(path: str) -> epath.Path | None:
+def step_directory(path: str) -> epath.Path | None:
   """The step directory `path` names: a step itself, or the newest finalised step of a
   checkpoint directory or of a workdir's `checkpoints/`."""
   root = epath.Path(path)
@@ -76,12 +76,12 @@ def _step_directory(path: str) -> epath.Path | None:
 
 
 def is_training_checkpoint(path: str) -> bool:
-  return os.path.isdir(path) and _step_directory(path) is not None
+  return os.path.isdir(path) and step_directory(path) is not None
 
 
 def read_config(path: str) -> dict[str, Any]:
   """The config a checkpoint was trained with."""
-  directory = _step_directory(path)
+  directory = step_directory(path)
   if directory is None:
     raise WeightsError(f"{path} holds no training checkpoint")
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(directory / "config")
@@ -91,7 +91,7 @@ def read_inference_variables(path: str, template: Mapping[str, Any], ema: bool =
                              reset_classifier: bool | None = False,
                              model_name: str = "the model") -> dict[str, Any]:
   """Inference variables (EMA by default) from a checkpoint, checked against `template`."""
-  directory = _step_directory(path)
+  directory = step_directory(path)
   if directory is None:
     raise WeightsError(f"{path} holds no training checkpoint")
   stored = ocp.StandardCheckpointer().restore(directory / "model")

@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from effnetlite import config as config_lib
+from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.nn.model import EfficientNetLite
+from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
 from effnetlite.weights.loading import load_weights
 
 _DTYPES = {name: jnp.dtype(name) for name in config_lib.DTYPES}
@@ -37,6 +39,9 @@ def compute_dtype(name: str) -> Any:
 def module_from_config(config: ml_collections.ConfigDict, **overrides: Any) -> EfficientNetLite:
   """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv')."""
   model = config.model
+  if config.dataset.num_classes == runs.FROM_DATA:
+    raise UserError("config.dataset.num_classes=-1 (the training data's count) is unresolved "
+                    "here; build the model from a training run or set a class count")
   kwargs = dict(
       width=model.width, depth=model.depth, num_classes=config.dataset.num_classes,
       dropout_rate=model.dropout_rate, drop_connect_rate=model.drop_connect_rate,
@@ -54,30 +59,75 @@ def init_variables(module: EfficientNetLite, resolution: int, seed: int = 0) -> 
   return jax.device_get(init(jax.random.PRNGKey(seed)))
 
 
-def create_model(name_or_config: str | ml_collections.ConfigDict, pretrained: bool | str = False,
-                 num_classes: int | None = None, dtype: str | None = None, seed: int = 0,
-                 reset_classifier: bool | None = None,
+def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: str,
+                num_classes: int | None, reset_classifier: bool | None
+                ) -> ml_collections.ConfigDict:
+  """The config to build for a training run's weights: the run's model and head.
+
+  The requested variant or config must describe the run's variables; another class
+  count replaces the trained head only when asked for (`reset_classifier=True`).
+  """
+  trained = runs.load_config(run)
+  config = (trained if requested is None else requested).copy_and_resolve_references()
+  trained_classes = trained.dataset.num_classes
+  if num_classes is not None:
+    config.dataset.num_classes = num_classes
+  elif named or config.dataset.num_classes == runs.FROM_DATA:  # a variant's 1000 is no request
+    config.dataset.num_classes = trained_classes
+  shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
+  changed = runs.differences(trained, config, shape_keys)
+  if changed:
+    raise UserError(f"pretrained={run} is another architecture than the requested model "
+                    f"({runs.describe(changed)}); pass create_model(pretrained=RUN) alone to "
+                    "build the run's own model")
+  if config.dataset.num_classes != trained_classes and reset_classifier is not True:
+    raise UserError(f"pretrained={run} has a {trained_classes}-class classifier but "
+                    f"num_classes={config.dataset.num_classes} was asked for; leave num_classes "
+                    "out to get the trained head, or pass reset_classifier=True for a new, "
+                    "randomly initialised one")
+  return config
+
+
+def create_model(name_or_config: str | ml_collections.ConfigDict | None = None,
+                 pretrained: bool | str = False, num_classes: int | None = None,
+                 dtype: str | None = None, seed: int = 0, reset_classifier: bool | None = None,
                  **module_overrides: Any) -> tuple[EfficientNetLite, dict[str, Any]]:
   """(module, variables) of a variant; `module.apply(variables, images)` -> logits.
 
   Args:
-    name_or_config: "lite0".."lite4" or a full config (`effnetlite.config`).
+    name_or_config: "lite0".."lite4" or a full config (`effnetlite.config`); may be left
+      out when `pretrained` is a training run (its own config is used).
     pretrained: False (TF initialisers), True (offline ImageNet weights for
-      lite0-2), or a path to weights in any supported format.
-    num_classes: classifier size; when it differs from the weights' 1000 the
-      backbone is kept and the classifier re-initialised (fine-tuning).
+      lite0-2), or a path to weights in any supported format. A training run's
+      directory (or RUN/best) gives the run's model with its trained classifier
+      and class count.
+    num_classes: classifier size. With ImageNet weights (1000 classes) another count
+      keeps the backbone and re-initialises the classifier (fine-tuning); with a
+      run's weights another count than the run's is an error unless
+      `reset_classifier=True`.
     dtype: compute dtype, "float32" or "bfloat16"; parameters stay float32.
     reset_classifier: force (True) or forbid (False) re-initialising the
-      classifier; by default (None) only when the file's classifier does not
-      fit `num_classes`.
+      classifier; by default (None) only when an external file's classifier does
+      not fit `num_classes`.
   """
-  config = resolve_config(name_or_config)
-  if num_classes is not None or dtype is not None:
-    config = config.copy_and_resolve_references()
+  run = None
+  if isinstance(pretrained, str) and pretrained not in WEIGHT_KEYWORDS:
+    run = runs.find_run(absolute_path(pretrained))
+  if run is not None:
+    requested = None if name_or_config is None else resolve_config(name_or_config)
+    config = _run_config(requested, isinstance(name_or_config, str), run, num_classes,
+                         reset_classifier)
+  elif name_or_config is None:
+    raise UserError("create_model needs a variant name ('lite0'..'lite4') or a config, unless "
+                    "pretrained is a training run directory")
+  else:
+    config = resolve_config(name_or_config)
     if num_classes is not None:
+      config = config.copy_and_resolve_references()
       config.dataset.num_classes = num_classes
-    if dtype is not None:
-      config.model.dtype = dtype
+  if dtype is not None:
+    config = config.copy_and_resolve_references()
+    config.model.dtype = dtype
   module = module_from_config(config, **module_overrides)
   variables = init_variables(module, config.model.resolution, seed)
   if pretrained:

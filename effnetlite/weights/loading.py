@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 
 from effnetlite import config as config_lib
+from effnetlite import runs
 from effnetlite.errors import WeightsError
 from effnetlite.validation import absolute_path
 from effnetlite.weights import importers
@@ -56,12 +57,13 @@ def load_weights(weights: str, config: ml_collections.ConfigDict, template: dict
   else:
     path = absolute_path(weights)  # orbax reads absolute paths only
   if checkpoints.is_training_checkpoint(path):
-    trained = checkpoints.read_config(path)["model"]
-    if (trained["width"], trained["depth"]) != (model.width, model.depth):
+    trained = checkpoints.read_config(path)
+    shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
+    changed = runs.differences(trained, config, shape_keys)
+    if changed:
       raise WeightsError(
-          f"checkpoint {path} was trained as {trained['name']} (width {trained['width']}, "
-          f"depth {trained['depth']}) but the config is {model.name} (width {model.width}, "
-          f"depth {model.depth}); pass the config it was trained with")
+          f"checkpoint {path} was trained as {trained['model']['name']} but the config is "
+          f"{model.name} ({runs.describe(changed)}); pass the config it was trained with")
     return checkpoints.read_inference_variables(path, template, ema=ema,
                                                 reset_classifier=reset_classifier,
                                                 model_name=model.name)

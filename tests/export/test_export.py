@@ -118,7 +118,7 @@ def test_saved_model_serves_same_logits(tmp_path, photos):
   config = config_lib.variant_config("lite0")
   output = str(tmp_path / "saved")
   export_model.export_model(config, ExportOptions(format="saved_model"), output)
-  pixels = images.load_eval_image(os.path.join(photos, "coffee.png"), 224)[None]
+  pixels = images.load_image(os.path.join(photos, "coffee.png"), 224)[None]
   served = tf.saved_model.load(output).signatures["serving_default"](
       images=tf.constant(preprocessing.normalize(pixels)))["logits"].numpy()
   module, variables = factory.create_model("lite0", pretrained=True)
