@@ -24,19 +24,19 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # The main job end to end on the offline demo task: train, evaluate (JAX and int8 TFLite),
-# export, predict. Rerunning resumes/finishes the existing run in $(DEMO_DIR).
+# export, predict; after training, the run directory carries the config. Rerunning resumes
+# the run in $(DEMO_DIR), or says it is finished.
 demo: setup
 	$(BIN)/python train.py --config=configs/demo.py --workdir=$(DEMO_DIR)
-	$(BIN)/python eval.py --config=configs/demo.py --weights=$(DEMO_DIR) --output=$(DEMO_DIR)/eval.json
-	$(BIN)/python scripts/export.py --config=configs/demo.py --weights=$(DEMO_DIR) \
+	$(BIN)/python eval.py --weights=$(DEMO_DIR) --output=$(DEMO_DIR)/eval.json
+	$(BIN)/python scripts/export.py --weights=$(DEMO_DIR) \
 	    --quantize=int8 --io=int8 --calibration_steps=500 --output=$(DEMO_DIR)/demo-int8.tflite
 	$(BIN)/python eval.py --config=configs/demo.py --weights=$(DEMO_DIR)/demo-int8.tflite \
 	    --output=$(DEMO_DIR)/eval-int8.json
 	$(BIN)/python -c "import sys, effnetlite; effnetlite.configure_process(); \
 	    from effnetlite.data.digits import write_example; \
 	    print('wrote a', write_example(sys.argv[1]))" $(DEMO_DIR)/digit.png
-	$(BIN)/python scripts/predict.py $(DEMO_DIR)/digit.png --config=configs/demo.py \
-	    --weights=$(DEMO_DIR) --top=3
+	$(BIN)/python scripts/predict.py $(DEMO_DIR)/digit.png --weights=$(DEMO_DIR) --top=3
 	$(BIN)/python scripts/tflite_predict.py -i $(DEMO_DIR)/digit.png -m $(DEMO_DIR)/demo-int8.tflite -k 3
 
 clean:

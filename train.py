@@ -1,13 +1,18 @@
-"""Trains EfficientNet-Lite with the TF/TPU recipe.
+"""Trains EfficientNet-Lite with the TF/TPU recipe; resumes the run in --workdir.
 
   python train.py --config=configs/lite3.py --workdir=DIR [--config.batch_size=128 ...]
+  python train.py --config=DIR/config.json --workdir=DIR --config.num_epochs=40  # extend
+
+Every config key is set with --config.KEY=VALUE (`python scripts/config_keys.py` lists
+them with their defaults and units, e.g. optimizer.base_learning_rate per 256 images).
 """
 
 from effnetlite.utils import cli
 from effnetlite.validation import validate_config
 
 _CONFIG = cli.DEFINE_config_file("config", required=True)
-_WORKDIR = cli.DEFINE_path("workdir", None, "Checkpoints, logs and summaries go here.",
+_WORKDIR = cli.DEFINE_path("workdir", None, "The run directory: checkpoints, config, class "
+                           "names, metrics; an existing run resumes from its latest checkpoint.",
                            required=True)
 
 

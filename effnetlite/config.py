@@ -2,7 +2,8 @@
 
 `configs/liteN.py` set only the compound coefficients (width, depth, resolution,
 dropout) of the official table; everything else lives here so that any setting
-is overridable from the command line (`--config.optimizer.learning_rate=0.1`).
+is overridable from the command line (`--config.optimizer.base_learning_rate=0.032`,
+per 256 images); `python scripts/config_keys.py` lists every key.
 """
 
 from __future__ import annotations

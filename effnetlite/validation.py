@@ -280,3 +280,89 @@ def check_pretrained(config: ml_collections.ConfigDict, what: str = "--weights")
                     f"config.model.name={config.model.name!r} (only "
                     f"{', '.join(config_lib.PRETRAINED_VARIANTS)}); pass a weights file or "
                     "directory instead")
+
+
+# What each key means, with its unit: `scripts/config_keys.py` prints these beside the
+# schema's types and allowed values (a test keeps them in step with SCHEMA).
+DESCRIPTIONS: dict[str, str] = {
+    "model.name": "variant name, used in run and export names",
+    "model.width": "width multiplier (channels), the compound coefficient beta^phi",
+    "model.depth": "depth multiplier (blocks per stage), alpha^phi",
+    "model.resolution": "input side in pixels for training, evaluation and export",
+    "model.dropout_rate": "dropout before the classifier",
+    "model.drop_connect_rate": "stochastic depth rate of the last block (linear in depth)",
+    "model.stem_channels": "stem convolution channels (fixed in lite models, not scaled)",
+    "model.head_channels": "1x1 head convolution channels (fixed in lite models)",
+    "model.bn_momentum": "BatchNorm moving-average decay",
+    "model.bn_epsilon": "BatchNorm epsilon",
+    "model.dtype": "compute dtype; parameters and BN statistics stay float32",
+    "model.depthwise": "depthwise convolution formulation (auto picks per backend)",
+    "model.pointwise": "1x1 convolution formulation (auto picks per backend)",
+    "model.resize_method": "image resize method of training, evaluation and export",
+    "model.eval_crop_fraction": "centre-crop fraction of evaluation (TF: 0.875)",
+    "dataset.name": "a tfds image dataset, 'folder' (data_dir/<split>/<class>/) or 'digits'",
+    "dataset.data_dir": "tfds data_dir, or the image folder of dataset.name='folder'",
+    "dataset.manual_dir": "where imagenet2012's archives are",
+    "dataset.train_split": "training split (for 'folder', its sub-folders name the classes)",
+    "dataset.eval_split": "evaluation split",
+    "dataset.num_classes": "classifier size; -1 takes the training data's class count",
+    "dataset.corrupt_images": "unreadable images of a folder: skip with a warning, or error",
+    "dataset.shuffle_buffer": "examples in the shuffle buffer (tfds datasets)",
+    "augment.min_object_covered": "random crop: fraction of the image a crop must cover",
+    "augment.aspect_ratio_range": "random crop: aspect ratio range",
+    "augment.area_range": "random crop: area range, fractions of the image",
+    "augment.max_attempts": "random crop: tries before the centre crop",
+    "augment.random_flip": "random horizontal flips",
+    "augment.policy": "extra augmentation policy",
+    "augment.randaugment_layers": "RandAugment: ops per image",
+    "augment.randaugment_magnitude": "RandAugment: magnitude (0-30)",
+    "augment.mixup_alpha": "mixup Beta(alpha, alpha); 0 turns it off",
+    "optimizer.name": "optimiser",
+    "optimizer.base_learning_rate": "learning rate per learning_rate_batch_base images "
+                                    "(scaled linearly with batch_size)",
+    "optimizer.learning_rate_batch_base": "images per base_learning_rate (TF: 256)",
+    "optimizer.schedule": "learning-rate schedule after warm-up",
+    "optimizer.warmup_epochs": "linear warm-up, in epochs",
+    "optimizer.decay_epochs": "exponential schedule: epochs between decays",
+    "optimizer.decay_factor": "exponential schedule: factor per decay",
+    "optimizer.rmsprop_decay": "RMSProp: moving-average decay of squared gradients",
+    "optimizer.momentum": "momentum (RMSProp and SGD)",
+    "optimizer.epsilon": "RMSProp epsilon (TF1: inside the square root)",
+    "optimizer.initial_scale": "RMSProp: initial accumulator (TF1: 1.0)",
+    "optimizer.weight_decay": "L2 on the loss, BatchNorm parameters excluded",
+    "optimizer.label_smoothing": "label smoothing of the cross-entropy",
+    "ema_decay": "EMA decay of weights and BN statistics (with TF's warm-up)",
+    "num_epochs": "training length in epochs (max_steps overrides)",
+    "batch_size": "global training batch, all devices",
+    "eval_batch_size": "global evaluation batch",
+    "seed": "seed of initialisation and of the batch order",
+    "nonfinite_loss": "a NaN/inf loss: stop the run, or skip the step",
+    "log_every_steps": "steps between logged training metrics",
+    "eval_every_steps": "steps between evaluations (0: every epoch)",
+    "checkpoint_every_steps": "steps between checkpoints",
+    "keep_checkpoints": "checkpoints kept in RUN/checkpoints (the best is kept apart)",
+    "init_from": "fine-tune from: 'pretrained', a run directory or a weights file",
+    "steps_per_epoch": "steps per epoch (-1: split size / batch size)",
+    "max_steps": "training length in steps (-1: num_epochs * steps_per_epoch)",
+    "search.phi": "compound coefficient of the search (the paper: 1)",
+    "search.alpha_range": "depth coefficients searched",
+    "search.beta_range": "width coefficients searched",
+    "search.gamma_range": "resolution coefficients searched",
+    "search.step": "grid step of alpha, beta and gamma",
+    "search.tolerance": "accepted relative deviation from 2^phi times the base's MACs",
+    "search.objective": "accuracy, or accuracy and measured latency (Pareto front)",
+    "search.pruner": "early stopping of weak candidates (single objective only)",
+    "search.heartbeat_seconds": "worker heartbeat; a silent worker's candidate is retried",
+    "search.max_retries": "retries of a candidate whose worker died",
+    "search.latency_format": "TFLite format whose latency is measured",
+    "search.latency_threads": "LiteRT threads of the latency measurement",
+    "search.latency_budget_ms": "latency constraint in ms (0: none)",
+}
+
+
+def describe_keys(config: ml_collections.ConfigDict) -> list[tuple[str, Any, str, str, str]]:
+  """(key, value in `config`, type, allowed values, meaning) for every key `config` holds."""
+  flat = _flat(config)
+  schema = {**SCHEMA, **(SEARCH_SCHEMA if "search" in config else {})}
+  return [(key, flat.get(key), rule.kind, rule.allowed, DESCRIPTIONS[key])
+          for key, rule in schema.items()]

@@ -28,7 +28,7 @@ def main(argv):
   images = ([_IMAGE.value] if _IMAGE.value else []) + [os.path.abspath(p) for p in argv[1:]]
   if not images:
     raise UserError("no image given; usage: tflite_predict.py -i IMAGE [IMAGE ...] -m MODEL")
-  for flag, path in [("--model_file", _MODEL.value)] + [("--image", p) for p in images]:
+  for flag, path in [("--image", p) for p in images] + [("--model_file", _MODEL.value)]:
     if not os.path.isfile(path):
       raise UserError(f"{flag}={path} does not exist; pass an existing file")
   from scipy.special import softmax

@@ -52,10 +52,22 @@ CASES = {
         "demo", tuple(SMALL_DEMO), output=r"demo-int8.tflite\n.*359 images"),
     "python train.py --config=configs/finetune_folder.py --workdir=runs/ft "
     "--config.dataset.data_dir=/data/my_images": Case(
-        "finetune", ("--config.model.resolution=32", "--config.dataset.num_classes=2",
-                     "--config.max_steps=2", "--config.batch_size=4",
-                     "--config.eval_batch_size=4"),
-        replace=(("/data/my_images", "my_images"),), output=r"step 2: top-1"),
+        "finetune", ("--config.model.resolution=32", "--config.max_steps=2",
+                     "--config.batch_size=4", "--config.eval_batch_size=4"),
+        replace=(("/data/my_images", "my_images"),),
+        output=r"classes: 0 digit_0, 1 digit_1(.|\n)*step 2: top-1"),
+    "python eval.py --weights=runs/ft": Case(
+        "finetune", output=r"step 2, the run's latest checkpoint(.|\n)*0  digit_0 .*\n.*1  digit_1"),
+    "python scripts/predict.py photo.jpg --weights=runs/ft": Case(
+        "finetune", output=r"photo.jpg\n(\s+\d+\.\d+%\s+\d\s+digit_\d\n){2}"),
+    "python scripts/export.py --weights=runs/ft --quantize=int8 "
+    "--output=runs/ft/ft-int8.tflite": Case(
+        "finetune", ("--calibration_steps=8",),
+        output=r"checked on\s+12 images of folder/validation(.|\n)*classes\s+2: digit_0, digit_1"),
+    "python scripts/tflite_predict.py -i photo.jpg -m runs/ft/ft-int8.tflite": Case(
+        "finetune", output=r"photo.jpg\n(\s+\d+\.\d+%\s+\d\s+digit_\d\n){2}"),
+    "python scripts/config_keys.py --config=configs/finetune_folder.py": Case(
+        "scaling", output=r"dataset.num_classes\s+-1\s+int\s+classifier size"),
     "python train.py --config=configs/lite3.py --workdir=runs/lite3 "
     "--config.dataset.manual_dir=/data/imagenet --config.batch_size=1024": Case(
         "imagenet", tuple(NO_IMAGENET), replace=(("/data/imagenet", "imagenet"),),
@@ -82,9 +94,9 @@ CASES = {
     "--storage=postgresql+psycopg://user:password@dbhost/search": Case(
         "imagenet", replace=(("/shared/search", "shared_search"),),
         error="--storage=postgresql+psycopg://user:password@dbhost/search cannot be opened"),
-    "python scripts/scale.py --base=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
+    "python scripts/scale.py --config=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
     "--phi=1..4 --output_dir=configs/scaled": Case(
-        "scaling", output=r"(\| [1-4] \| .*\n){4}"),
+        "scaling", output=r"(\| [1-4] \| .*\n){4}(.|\n)*wrote .*lite0_phi4.py"),
 }
 
 
@@ -118,7 +130,7 @@ def _as_user_types_it(command: str, case: Case, cwd: str) -> list[str]:
       word = word.replace(user_data, stand_in)
     if word.endswith(".py") and not word.startswith("-"):
       word = os.path.join(checkout, word)
-    word = re.sub(r"^(--(?:config|base)=)(configs/)", rf"\g<1>{checkout}/\g<2>", word)
+    word = re.sub(r"^(--config=)(configs/)", rf"\g<1>{checkout}/\g<2>", word)
     words.append(word)
   assert words[0] == "python"
   return [sys.executable, *words[1:], *case.extra]
@@ -138,6 +150,24 @@ def _run_chain(chain: str, cwd: str) -> None:
       assert result.returncode == 0, where
       assert re.search(case.output, result.stdout + result.stderr), (
           f"{where}\nstdout:\n{result.stdout[-3000:]}")
+
+
+def readme_python() -> list[str]:
+  """The README's ```python blocks."""
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    return re.findall(r"```python\n(.*?)```", handle.read(), flags=re.S)
+
+
+def _run_python_blocks(cwd: str) -> None:
+  """Each README Python block as printed, in the directory the README commands ran in."""
+  for block in readme_python():
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"README Python block:\n{block}\n{result.stderr[-3000:]}"
+    # the photo is a cat; the features are the model's strides and the pooled vector
+    assert re.search("|".join(CAT_LABELS), result.stdout), result.stdout
+    assert "'stride_32': (1, 7, 7, 320)" in result.stdout and "'pooled': (1, 1280)" in (
+        result.stdout), result.stdout
 
 
 def _write_photo(path: str) -> None:
@@ -173,6 +203,8 @@ def test_readme_commands_run_from_another_directory(chain, tmp_path):
   _write_image_folder(str(cwd / "my_images"))
   (cwd / "imagenet").mkdir()
   _run_chain(chain, str(cwd))
+  if chain == "finetune":  # the Python blocks use the photo and the fine-tuned run
+    _run_python_blocks(str(cwd))
   if chain == "scaling":
     assert sorted(os.listdir(cwd / "configs" / "scaled")) == [
         f"lite0_phi{phi}.py" for phi in range(1, 5)]

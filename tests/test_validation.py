@@ -144,3 +144,12 @@ def test_check_weights(tmp_path):
   assert validation.check_weights(str(model), tflite=True) == str(model)
   with pytest.raises(UserError, match="is a TFLite file; this command needs JAX weights"):
     validation.check_weights(str(model))
+
+
+def test_every_key_has_a_description_and_describe_keys_lists_them():
+  from effnetlite.validation import DESCRIPTIONS, SCHEMA, SEARCH_SCHEMA, describe_keys
+  assert set(DESCRIPTIONS) == set(SCHEMA) | set(SEARCH_SCHEMA)
+  rows = {row[0]: row for row in describe_keys(base_config())}
+  assert set(rows) == set(SCHEMA)
+  assert rows["optimizer.base_learning_rate"][1:4] == (0.016, "float", "> 0")
+  assert "per learning_rate_batch_base images" in rows["optimizer.base_learning_rate"][4]

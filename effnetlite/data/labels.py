@@ -28,16 +28,16 @@ def imagenet_names() -> tuple[str, ...]:
   return tuple(imagenet_label(i) for i in range(IMAGENET_CLASSES))
 
 
-def class_names(weights: bool | str = True, num_classes: int | None = None) -> list[str]:
+def class_names(pretrained: bool | str = True, num_classes: int | None = None) -> list[str]:
   """The names of the classes a model's outputs stand for, in output order.
 
-  `weights` as `create_model(pretrained=...)` takes it: a training run directory (or
+  `pretrained` as `create_model(pretrained=...)` takes it: a training run directory (or
   RUN/best) gives the names recorded from its dataset; True, "pretrained" and ImageNet
   weight files give ImageNet's. Weights without recorded names and a class count other
   than 1000 (`num_classes`) fall back to "class_0", "class_1", ...
   """
-  if isinstance(weights, str) and weights not in ("pretrained", "random"):
-    run = runs.find_run(os.path.abspath(os.path.expanduser(weights)))
+  if isinstance(pretrained, str) and pretrained not in ("pretrained", "random"):
+    run = runs.find_run(os.path.abspath(os.path.expanduser(pretrained)))
     names = runs.read_class_names(run) if run else None
     if names is not None:
       if num_classes is not None and len(names) != num_classes:

@@ -153,9 +153,12 @@ def with_run_config(argv: list[str]) -> list[str]:
   if "config" not in flags.FLAGS or "weights" not in flags.FLAGS or (
       _flag_value(argv, "config") is not None):
     return argv
-  weights = _flag_value(argv, "weights")
-  run = runs.find_run(validation.absolute_path(weights)) if weights else None
+  weights = validation.absolute_path(_flag_value(argv, "weights") or "")
+  run = runs.find_run(weights) if os.path.isdir(weights) else None
   return argv if run is None else [argv[0], f"--config={run}", *argv[1:]]
+
+
+_HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -164,6 +167,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = with_run_config(argv)
     sys.argv = argv  # ml_collections reads the --config.KEY overrides from sys.argv
     return flags.FLAGS(argv)
+  except SystemExit as done:  # absl's --help prints the flags, then exits 1: a request met
+    if done.code == 1 and set(argv[1:]) & _HELP_FLAGS:
+      sys.exit(0)
+    raise
   except flags.Error as error:
     cause = error.__context__
     if isinstance(cause, UserError):

@@ -88,7 +88,8 @@ def test_mismatches_and_empty_split_fail_in_one_line(trained, tmp_path):
   cases = [
       (["--config.model.resolution=64", f"--weights={tflite}"], "takes 32x32 images"),
       ([f"--weights={tflite}", "--config.dataset.num_classes=12"], "predicts 10 classes"),
-      ([f"--weights={workdir}", "--config.model.width=1.1"], "was trained as lite0 (width 1.0"),
+      ([f"--weights={workdir}", "--config.model.width=1.1"],
+       "config.model.width=1.1 but the run has 1.0"),
       ([f"--weights={workdir}", "--split=test[:0]"], "is empty"),
   ]
   for args, message in cases:

@@ -51,3 +51,20 @@ def test_averages_over_batches_are_exact():
 def test_empty_split_is_a_user_error():
   with pytest.raises(UserError, match="evaluation split is empty"):
     metrics.averages(None, 1.0)
+
+
+def test_per_class_counts_and_hits_match_numpy():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(12, 3)).astype(np.float32)
+  labels = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0])  # class 2 has no example
+  mask = np.ones(12, np.float32)
+  mask[-2:] = 0.0
+  sums = metrics.summed_metrics(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask), 3)
+  result = metrics.averages(sums, seconds=1.0)
+  kept = mask > 0
+  hits = (logits.argmax(-1) == labels) & kept
+  expected_counts = [int(((labels == c) & kept).sum()) for c in range(3)]
+  assert result["class_count"] == expected_counts == [5, 5, 0]
+  assert result["class_top1"][:2] == pytest.approx(
+      [hits[labels == c].sum() / expected_counts[c] for c in range(2)])
+  assert result["class_top1"][2] is None

@@ -139,9 +139,15 @@ CASES = [
      ["holds no study (study.db)"]),
     (SCALE, ["--alpha=0.5"], ["--alpha=0.5"]),
     (SCALE, ["--phi=x"], ["--phi='x'"]),
-    (SCALE, ["--base=configs/nope.py"], ["--base=configs/nope.py", "does not exist"]),
+    (SCALE, ["--config=configs/nope.py"], ["--config=configs/nope.py", "does not exist"]),
     (SCALE, ["--output_dir=FILE"], ["--output_dir=", "is a file"]),
-    (SCALE, ["--base.model.width=-1"], ["config.model.width=-1"]),
+    (SCALE, ["--config.model.width=-1"], ["config.model.width=-1"]),
+    (SCALE, [f"--config={os.path.join(ROOT, 'configs', 'finetune_folder.py')}"],
+     ["num_classes=-1", "--config.dataset.num_classes=N"]),
+    (EVAL, ["--weights=random"], ["--config is needed unless --weights is a training run"]),
+    # From outside the checkout, the checkout's own file is suggested, not the path that failed.
+    (TRAIN, ["--config=configs/lite0.py", "--workdir=w"],
+     [f"did you mean {os.path.join(ROOT, 'configs', 'lite0.py')}?"]),
     (TABLE, ["--verify=maybe"], ["--verify"]),
     (TABLE, ["lite0"], ["unexpected arguments lite0"]),
     (THROUGHPUT, ["--variant=lite9"], ["--variant"]),
@@ -167,15 +173,36 @@ def test_each_cli_answers_bad_flags_in_one_line(script, args, needles, tmp_path)
 
 
 def test_home_relative_config_and_output_paths_expand(tmp_path):
-  """`--base=~/...` reaches us unexpanded (the shell expands ~ only at a word's start)."""
-  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--base=~/configs/lite1.py",
+  """`--config=~/...` reaches us unexpanded (the shell expands ~ only at a word's start)."""
+  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--config=~/configs/lite1.py",
                            "--phi=1", "--output_dir=~/scaled"], cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, HOME=str(tmp_path)))
   assert result.returncode == 2 and "does not exist" in result.stderr  # no configs in HOME
   os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
-  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--base=~/configs/lite1.py",
+  result = subprocess.run([sys.executable, os.path.join(ROOT, SCALE), "--config=~/configs/lite1.py",
                            "--phi=1", "--output_dir=~/scaled"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
   assert result.returncode == 0, result.stderr
   assert os.listdir(tmp_path / "scaled") == ["lite1_phi1.py"]
+
+
+# Each command's own flags, as its --help lists them (not only --helpfull).
+OWN_FLAGS = {
+    TRAIN: ["--config", "--workdir", "--compilation_cache", "config_keys.py"],
+    EVAL: ["--config", "--weights", "--[no]ema", "--split", "--output", "RUN/best"],
+    EXPORT: ["--weights", "--quantize", "--io", "--calibration_steps", "--calibration_dir",
+             "--check_dir", "--check_images", "--output"],
+    PREDICT: ["--weights", "--top", "--json"],
+    "scripts/tflite_predict.py": ["--image", "--model_file", "--top"],
+    SCALE: ["--config", "--alpha", "--phi", "--output_dir"],
+    "scripts/config_keys.py": ["--config"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(OWN_FLAGS))
+def test_help_lists_the_commands_own_flags(script, tmp_path):
+  result = _run(script, "--help", cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr
+  for flag in OWN_FLAGS[script]:
+    assert flag in result.stdout, f"{script} --help lacks {flag}:\n{result.stdout}"
