@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from effnetlite.data import labels, pipeline, sources
@@ -42,12 +43,14 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
     from effnetlite.evaluation import jax_eval
     from effnetlite.weights import checkpoints, factory, loading
     module, variables = factory.create_model(config)
-    variables = loading.load_weights(weights, config, variables, ema=ema)
     if weights not in WEIGHT_KEYWORDS and checkpoints.is_training_checkpoint(weights):
-      step = checkpoints.step_directory(weights)
-      described["checkpoint"] = str(step)
-      described["step"] = int(step.name)
-      described["kept_as"] = "best" if step.parent.name == "best" else "latest"
+      step, variables = loading.load_checkpoint(weights, config, variables, ema=ema)
+      described["checkpoint"] = step
+      described["step"] = int(os.path.basename(step))
+      described["kept_as"] = ("best" if os.path.basename(os.path.dirname(step)) == "best"
+                              else "latest")
+    else:
+      variables = loading.load_weights(weights, config, variables, ema=ema)
     source = sources.make_source(config.dataset, split)
     mesh = pipeline.make_mesh()
     evaluator = jax_eval.make_evaluator(module, config.dataset.num_classes, mesh)

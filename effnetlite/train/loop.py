@@ -95,7 +95,7 @@ def _finished_run(workdir: str, step: int, total_steps: int) -> dict[str, float]
 
 
 def _record_session(config: ml_collections.ConfigDict, workdir: str,
-                    previous: ml_collections.ConfigDict | None, latest: int | None,
+                    previous: ml_collections.ConfigDict | None, resumed: int | None,
                     class_names: list[str]) -> None:
   """Says what this session does and writes the run's config and class names.
 
@@ -103,14 +103,15 @@ def _record_session(config: ml_collections.ConfigDict, workdir: str,
   config_history.jsonl); config.json always holds the latest session's config.
   """
   lead = jax.process_index() == 0
-  if latest is not None:
-    print(f"resuming from step {latest} (checkpoint {workdir}/checkpoints/{latest})", flush=True)
+  if resumed is not None:
+    print(f"resuming from step {resumed} (checkpoint {workdir}/checkpoints/{resumed})",
+          flush=True)
     changes = runs.differences(previous, config) if previous is not None else []
     if changes:
       print(f"config changed since the last session: {runs.describe(changes)} (recorded in "
             f"{runs.HISTORY_FILE})", flush=True)
       if lead:
-        runs.record_changes(workdir, latest, changes)
+        runs.record_changes(workdir, resumed, changes)
   print(f"classes: {runs.format_class_names(class_names)}", flush=True)
   if lead:
     os.makedirs(workdir, exist_ok=True)
@@ -158,12 +159,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           state)
-  latest = manager.latest_step()
-  if latest is not None and latest >= total_steps:
-    return _finished_run(workdir, latest, total_steps)
-  _record_session(config, workdir, previous, latest, class_names)
-  restored = checkpoints.restore_state(manager, abstract)
+  restored = checkpoints.restore_state(manager, abstract)  # newest readable step
   if restored is not None:
+    if int(restored.step) >= total_steps:
+      return _finished_run(workdir, int(restored.step), total_steps)
     state = restored
   else:
     if config.init_from:  # fine-tuning: another class count re-initialises the classifier
@@ -172,6 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
     state = jax.device_put(state, replicated)
   start_step = int(state.step)
+  _record_session(config, workdir, previous, start_step if restored is not None else None,
+                  class_names)
 
   train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
                        in_shardings=(replicated, batch_sharding),
@@ -241,9 +242,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         checkpoints.save(manager, step, state, config.to_dict(), force=is_last)
   finally:  # a stopped run still completes the checkpoints it started
     bar.close()
-    manager.wait_until_finished()
-    best.wait_until_finished()
+    unfinished = checkpoints.finish(manager, best)
     writer.flush()
+  if unfinished is not None:  # raised here: an error already on its way goes first
+    raise unfinished
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if seconds_to_first_step is not None:

@@ -13,6 +13,7 @@ Every entry point defines absl flags with the helpers here and calls `run(main)`
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -230,6 +231,11 @@ def run(main: Callable[[list[str]], Any]) -> NoReturn:
       return main(argv)
     except UserError as error:
       exit_with(error)
+    except OSError as error:  # a full disk anywhere (metrics, configs, exports): one line
+      if error.errno != errno.ENOSPC:
+        raise
+      exit_with(UserError(f"no space left on device writing {error.filename or 'a file'}; "
+                          "free space and rerun"))
 
   flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[_COMPILATION_CACHE.name])
   app.run(wrapped, flags_parser=parse_flags)

@@ -57,15 +57,25 @@ def load_weights(weights: str, config: ml_collections.ConfigDict, template: dict
   else:
     path = absolute_path(weights)  # orbax reads absolute paths only
   if checkpoints.is_training_checkpoint(path):
-    trained = checkpoints.read_config(path)
-    shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
-    changed = runs.differences(trained, config, shape_keys)
-    if changed:
-      raise WeightsError(
-          f"checkpoint {path} was trained as {trained['model']['name']} but the config is "
-          f"{model.name} ({runs.describe(changed)}); pass the config it was trained with")
-    return checkpoints.read_inference_variables(path, template, ema=ema,
-                                                reset_classifier=reset_classifier,
-                                                model_name=model.name)
+    return load_checkpoint(path, config, template, reset_classifier, ema)[1]
   return importers.load_external(path, template, model.width, model.depth, reset_classifier,
                                  model_name=model.name, stem_channels=model.stem_channels)
+
+
+def load_checkpoint(path: str, config: ml_collections.ConfigDict, template: dict[str, Any],
+                    reset_classifier: bool | None = False, ema: bool = True
+                    ) -> tuple[str, dict[str, Any]]:
+  """(step directory, variables) of a training checkpoint's newest readable step, whose
+  config must describe the same variables as `config` (the class count aside)."""
+  from effnetlite.weights import checkpoints  # orbax: imported only when needed
+  step, trained, stored = checkpoints.read_newest(path)
+  shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
+  changed = runs.differences(trained, config, shape_keys)
+  if changed:
+    raise WeightsError(
+        f"checkpoint {step} was trained as {trained['model']['name']} but the config is "
+        f"{config.model.name} ({runs.describe(changed)}); pass the config it was trained with")
+  variables = checkpoints.inference_variables_from(
+      stored, template, ema=ema, reset_classifier=reset_classifier,
+      model_name=f"{config.model.name} (checkpoint {step})")
+  return str(step), variables
