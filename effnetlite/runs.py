@@ -44,6 +44,13 @@ def find_run(path: str) -> str | None:
   return None
 
 
+def has_checkpoints(run: str) -> bool:
+  """Whether a run directory holds a saved step (a run may stop before its first one)."""
+  return any(name.isdigit() for folder in CHECKPOINT_DIRS
+             if os.path.isdir(os.path.join(run, folder))
+             for name in os.listdir(os.path.join(run, folder)))
+
+
 def _tuples(value: Any) -> Any:
   """JSON arrays back to the tuples the configs hold (pairs such as area_range)."""
   if isinstance(value, dict):

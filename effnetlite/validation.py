@@ -161,6 +161,7 @@ SEARCH_SCHEMA: dict[str, Rule] = {
     "search.heartbeat_seconds": positive("int"),
     "search.max_retries": number("int", low=0),
     "search.latency_format": choice(config_lib.LATENCY_FORMATS),
+    "search.latency_target": choice(config_lib.LATENCY_TARGETS),
     "search.latency_threads": positive("int"),
     "search.latency_budget_ms": number(low=0),
 }
@@ -242,6 +243,10 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
     raise UserError(f"config.search.pruner={config.search.pruner!r} needs "
                     "config.search.objective='accuracy': Optuna prunes single-objective studies "
                     "only; set config.search.pruner=none")
+  if "search" in config and config.search.latency_target != "litert" and (
+      config.search.latency_format != "int8"):
+    raise UserError(f"config.search.latency_target={config.search.latency_target!r} needs "
+                    "config.search.latency_format='int8': Vela compiles int8 models only")
   if data and config.dataset.name == "folder" and not config.dataset.data_dir:
     raise UserError("config.dataset.name='folder' needs config.dataset.data_dir: the folder "
                     "holding <split>/<class>/<image> files")
@@ -355,6 +360,8 @@ DESCRIPTIONS: dict[str, str] = {
     "search.heartbeat_seconds": "worker heartbeat; a silent worker's candidate is retried",
     "search.max_retries": "retries of a candidate whose worker died",
     "search.latency_format": "TFLite format whose latency is measured",
+    "search.latency_target": "latency source: 'litert' (LiteRT on this host) or a Vela "
+                             "accelerator (ethos-u65-256: i.MX 93), Vela's estimate",
     "search.latency_threads": "LiteRT threads of the latency measurement",
     "search.latency_budget_ms": "latency constraint in ms (0: none)",
 }

@@ -3,6 +3,8 @@
   python scripts/export.py --weights=runs/ft --quantize=int8 --output=ft-int8.tflite
   python scripts/export.py --config=configs/lite0.py --weights=pretrained \
       --quantize=int8 --io=int8 --calibration_dir=IMAGES --output=efficientnet-lite0-int8.tflite
+  python scripts/export.py --weights=runs/ft --quantize=int8 --io=int8 --target=ethos-u65-256 \
+      --output=ft-int8.tflite    # + ft-int8_vela.tflite for the i.MX 93's NPU
 
 The .tflite file carries the class names (a run's own, or ImageNet's).
 """
@@ -42,6 +44,12 @@ _CHECK_IMAGES = flags.DEFINE_integer("check_images", 200, "Images of the evaluat
 _EMA = flags.DEFINE_bool("ema", True, "Export the EMA weights of training checkpoints.")
 _THREADS = flags.DEFINE_integer("threads", None, "LiteRT threads for the latency check.",
                                 lower_bound=1)
+_TARGET = flags.DEFINE_string("target", "none", "An Ethos-U NPU to compile the int8 file for "
+                              "with Arm's Vela (ethos-u65-256: NXP i.MX 93; any Vela "
+                              "--accelerator-config): writes NAME_vela.tflite and Vela's "
+                              "estimates to the report. Needs --quantize=int8.")
+_REQUIRE_NPU = flags.DEFINE_bool("require_npu", False, "With --target: operators that Vela "
+                                 "leaves to the CPU are an error, not a warning.")
 _OUTPUT = cli.DEFINE_path("output", None, "The .tflite file or SavedModel directory.",
                           required=True)
 
@@ -57,7 +65,7 @@ def main(argv):
       batch_size=_BATCH.value, calibration_steps=_STEPS.value,
       calibration_dir=_CALIBRATION_DIR.value, check_dir=_CHECK_DIR.value,
       check_images=_CHECK_IMAGES.value, ema=_EMA.value,
-      threads=_THREADS.value)
+      threads=_THREADS.value, target=_TARGET.value, require_npu=_REQUIRE_NPU.value)
   options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
   from effnetlite.data import labels  # JAX/TF: after the checks

@@ -31,6 +31,8 @@ def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
   from effnetlite.search import grid, report, study  # after the checks
+  if not _REPORT_ONLY.value:
+    study.check_latency_target(config)  # Vela installed, if it gives the latencies
   from effnetlite.train import loop
   grid = grid.candidates(config)
   print(f"{len(grid)} candidates within tolerance: {', '.join(c.key for c in grid)}")

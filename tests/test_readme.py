@@ -50,6 +50,12 @@ CASES = {
         "demo", (*SMALL_DEMO, "--calibration_steps=16"), output="DEPTHWISE_CONV_2D"),
     "python eval.py --config=configs/demo.py --weights=runs/demo/demo-int8.tflite": Case(
         "demo", tuple(SMALL_DEMO), output=r"demo-int8.tflite\n.*359 images"),
+    # The i.MX 93 flow with the real Vela: the demo run's int8 file entirely on the Ethos-U65.
+    "python scripts/export.py --weights=runs/demo --quantize=int8 --io=int8 "
+    "--calibration_steps=500 --target=ethos-u65-256 --output=runs/demo/demo-int8-u65.tflite": Case(
+        "demo", ("--calibration_steps=16", "--require_npu"),
+        output=r"NPU \(ethos-u65-256\)\s+(\d+) of \1 operators on the NPU, CPU: -(.|\n)*"
+               r"NPU file\s+\S+demo-int8-u65_vela.tflite"),
     "python train.py --config=configs/finetune_folder.py --workdir=runs/ft "
     "--config.dataset.data_dir=/data/my_images": Case(
         "finetune", ("--config.model.resolution=32", "--config.max_steps=2",
@@ -57,7 +63,8 @@ CASES = {
         replace=(("/data/my_images", "my_images"),),
         output=r"classes: 0 digit_0, 1 digit_1(.|\n)*step 2: top-1"),
     "python eval.py --weights=runs/ft": Case(
-        "finetune", output=r"step 2, the run's latest checkpoint(.|\n)*0  digit_0 .*\n.*1  digit_1"),
+        "finetune",
+        output=r"step 2, the run's latest checkpoint(.|\n)*0  digit_0 .*\n.*1  digit_1"),
     "python scripts/predict.py photo.jpg --weights=runs/ft": Case(
         "finetune", output=r"photo.jpg\n(\s+\d+\.\d+%\s+\d\s+digit_\d\n){2}"),
     "python scripts/export.py --weights=runs/ft --quantize=int8 "
@@ -82,7 +89,10 @@ CASES = {
     "--calibration_dir=photos --output=efficientnet-lite0-int8.tflite": Case(
         "photo", ("--config.model.resolution=96",), output="DEPTHWISE_CONV_2D"),
     "python scripts/tflite_predict.py -i photo.jpg -m efficientnet-lite0-int8.tflite": Case(
-        "photo", output=r"(\s*\d+\.\d+%\s+\d+\s+.+\n){5}"),
+        "photo", output=r"photo.jpg\n(\s*\d+\.\d+%\s+\d+\s+.+\n){5}"),
+    "python scripts/export.py --config=configs/lite0.py --weights=pretrained --quantize=int8 "
+    "--io=uint8 --outputs=probabilities --calibration_dir=photos --output=lite0-uint8.tflite":
+        Case("photo", ("--check_images=2",), output=r"runtimes\s+LiteRT, MediaPipe"),
     # The real search, narrowed to one grid point (the full grid is test_search's slow test).
     "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=runs/search": Case(
         "scaling", (*SMALL_DEMO, "--config.max_steps=2", "--config.search.tolerance=1.0",
@@ -158,16 +168,31 @@ def readme_python() -> list[str]:
     return re.findall(r"```python\n(.*?)```", handle.read(), flags=re.S)
 
 
-def _run_python_blocks(cwd: str) -> None:
-  """Each README Python block as printed, in the directory the README commands ran in."""
-  for block in readme_python():
+# The chain whose files a README Python block uses: the fine-tuned run, or the exports.
+PYTHON_CHAINS = {"runs/ft": "finetune", "mediapipe": "photo"}
+
+
+def _python_chain(block: str) -> str:
+  chains = [chain for needle, chain in PYTHON_CHAINS.items() if needle in block]
+  assert len(chains) == 1, f"README Python block without one chain in PYTHON_CHAINS:\n{block}"
+  return chains[0]
+
+
+def test_every_readme_python_block_has_a_chain():
+  assert sorted(map(_python_chain, readme_python())) == ["finetune", "photo"]
+
+
+def _run_python_blocks(chain: str, cwd: str) -> None:
+  """The README's Python blocks of a chain, as printed, where its commands ran."""
+  for block in [b for b in readme_python() if _python_chain(b) == chain]:
     result = subprocess.run([sys.executable, "-c", block], cwd=cwd, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, f"README Python block:\n{block}\n{result.stderr[-3000:]}"
-    # the photo is a cat; the features are the model's strides and the pooled vector
+    # the photo is a cat
     assert re.search("|".join(CAT_LABELS), result.stdout), result.stdout
-    assert "'stride_32': (1, 7, 7, 320)" in result.stdout and "'pooled': (1, 1280)" in (
-        result.stdout), result.stdout
+    if "return_features" in block:  # the model's strides and the pooled vector
+      assert "'stride_32': (1, 7, 7, 320)" in result.stdout and "'pooled': (1, 1280)" in (
+          result.stdout), result.stdout
 
 
 def _write_photo(path: str) -> None:
@@ -203,8 +228,7 @@ def test_readme_commands_run_from_another_directory(chain, tmp_path):
   _write_image_folder(str(cwd / "my_images"))
   (cwd / "imagenet").mkdir()
   _run_chain(chain, str(cwd))
-  if chain == "finetune":  # the Python blocks use the photo and the fine-tuned run
-    _run_python_blocks(str(cwd))
+  _run_python_blocks(chain, str(cwd))
   if chain == "scaling":
     assert sorted(os.listdir(cwd / "configs" / "scaled")) == [
         f"lite0_phi{phi}.py" for phi in range(1, 5)]

@@ -81,3 +81,11 @@ def test_class_names_round_trip_and_history_rows(tmp_path):
   with open(os.path.join(run, runs.HISTORY_FILE), encoding="utf-8") as handle:
     row = json.loads(handle.read())
   assert row["step"] == 4 and row["changed"] == {"batch_size": [16, 32]}
+
+
+def test_a_run_stopped_before_its_first_checkpoint_has_none(tmp_path):
+  run = _run_dir(tmp_path, tiny_config())
+  assert runs.has_checkpoints(run)
+  os.rmdir(os.path.join(run, "checkpoints", "4"))
+  os.rmdir(os.path.join(run, "best", "2"))
+  assert not runs.has_checkpoints(run)  # a new architecture may then use the directory

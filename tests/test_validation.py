@@ -153,3 +153,15 @@ def test_every_key_has_a_description_and_describe_keys_lists_them():
   assert set(rows) == set(SCHEMA)
   assert rows["optimizer.base_learning_rate"][1:4] == (0.016, "float", "> 0")
   assert "per learning_rate_batch_base images" in rows["optimizer.base_learning_rate"][4]
+
+
+def test_an_npu_latency_target_needs_int8_latencies():
+  config = _config_file("search_lite0")
+  config.search.latency_target = "ethos-u65-256"
+  validation.validate_config(config, search=True)  # int8, the default: Vela compiles it
+  config.search.latency_format = "float"
+  with pytest.raises(UserError, match=r"^config.search.latency_target='ethos-u65-256' needs "
+                                      r"config.search.latency_format='int8'"):
+    validation.validate_config(config, search=True)
+  config.search.latency_target = "litert"
+  validation.validate_config(config, search=True)

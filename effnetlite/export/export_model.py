@@ -8,6 +8,7 @@ from typing import Any
 
 import ml_collections
 
+from effnetlite.data import preprocessing
 from effnetlite.errors import warn
 from effnetlite.export import calibration, convert, metadata, verify
 from effnetlite.export.options import ExportOptions
@@ -19,7 +20,8 @@ def export_model(config: ml_collections.ConfigDict, options: ExportOptions, outp
                  class_names: list[str] | None = None) -> dict[str, Any]:
   """Exports, verifies and writes `output` plus `output.report.json`; returns the report.
 
-  A .tflite file carries `class_names` (default: class_0, class_1, ...) as its labels.
+  A .tflite file carries TFLite metadata with `class_names` (default: class_0, class_1,
+  ...) as its labels file.
   """
   options.check()
   files.check_writable(output.rstrip(os.sep), "--output")
@@ -35,18 +37,52 @@ def export_model(config: ml_collections.ConfigDict, options: ExportOptions, outp
     convert.save_saved_model(tf_module, output)
     return {"file": os.path.abspath(output), "format": "saved_model"}
   data = convert.convert_tflite(tf_module, options.quantize, options.io, representative)
-  files.write_atomically(output, metadata.attach_labels(data, names))
+  info = classifier_info(config, options, names)
+  files.write_atomically(output, metadata.populate(data, info))
   report = verify.verify_export(config, module, variables, options, output, tf_module)
   report["classes"] = _class_summary(names)
+  report["runtimes"] = _runtimes(options)
   if representative is not None:
     report["calibration_images"] = representative.seen
     if representative.seen < options.calibration_steps:
       warn(f"calibrated on {representative.seen} images: the calibration data holds fewer "
            f"than --calibration_steps={options.calibration_steps}")
+  if options.target != "none":  # the NPU compile, once the int8 file has proved itself
+    from effnetlite.export import vela
+    report["npu"] = vela.compile_tflite(output, options.target, options.require_npu)
   files.write_atomically(output + ".report.json", json.dumps(report, indent=2))
   return report
+
+
+def _runtimes(options: ExportOptions) -> str:
+  """Which runtimes take the file, where that is not all of them."""
+  if options.io == "int8":
+    return ("LiteRT, Vela/Ethos-U (the NXP layout); not MediaPipe Tasks, which take uint8 or "
+            "float32 input and output only: export with --io=uint8 for it")
+  return "LiteRT, MediaPipe Tasks and the TFLite Task Library (metadata: labels, normalization)"
 
 
 def _class_summary(names: list[str], shown: int = 10) -> str:
   listed = ", ".join(names[:shown])
   return f"{len(names)}: {listed}" + (", ..." if len(names) > shown else "")
+
+
+def classifier_info(config: ml_collections.ConfigDict, options: ExportOptions,
+                    class_names: list[str]) -> metadata.ClassifierInfo:
+  """The metadata of an export: its input as the graph takes it, its output, its labels."""
+  if options.io != "float32":
+    normalization = None  # integer input: raw pixels, the quantisation says the rest
+  elif options.raw_pixels:
+    normalization = (0.0, 1.0)  # the graph normalises
+  else:
+    normalization = (preprocessing.MEAN_PIXEL, preprocessing.PIXEL_SCALE)
+  scores = "probabilities (softmax)" if options.probabilities else "scores (logits)"
+  return metadata.ClassifierInfo(
+      name=f"EfficientNet-{config.model.name}",
+      description=(f"EfficientNet-Lite image classifier ({len(class_names)} classes, "
+                   f"{config.model.resolution}x{config.model.resolution} RGB), exported by "
+                   "effnetlite."),
+      class_names=class_names, resolution=config.model.resolution,
+      normalization=normalization,
+      output_name="probabilities" if options.probabilities else "logits",
+      output_description=f"Class {scores}, one per line of labels.txt.")

@@ -31,6 +31,8 @@ class ExportOptions:
   check_images: int = 200         # at most this many images of the evaluation split
   ema: bool = True
   threads: int | None = None
+  target: str = "none"            # a Vela accelerator config (ethos-u65-256: i.MX 93) or none
+  require_npu: bool = False       # operators left to the CPU: an error, not a warning
 
   def check(self) -> None:
     """Every option on its own and together; one UserError naming the flag."""
@@ -46,6 +48,15 @@ class ExportOptions:
       raise UserError("SavedModel export is float only; use --format=tflite to quantise")
     if self.batch_size < 1:
       raise UserError(f"--batch_size={self.batch_size} must be at least 1")
+    if self.target != "none":  # Vela's list: imports it (one line when it is not installed)
+      from effnetlite.export import vela
+      vela.check_target(self.target)
+      if self.quantize != "int8":
+        raise UserError(f"--target={self.target} needs --quantize=int8: the Ethos-U NPU runs "
+                        "fully int8-quantised models only")
+    elif self.require_npu:
+      raise UserError("--require_npu needs an NPU: pass --target=ACCELERATOR (e.g. "
+                      "ethos-u65-256, the i.MX 93's Ethos-U65)")
     if self.quantize == "int8" and self.calibration_steps <= 0:
       raise UserError("--quantize=int8 needs calibration data: set --calibration_steps > 0")
     for flag, directory in (("--calibration_dir", self.calibration_dir),

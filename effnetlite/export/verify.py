@@ -3,7 +3,8 @@
 Float files: max |delta logit| vs JAX. Quantised files: top-1 agreement with
 the JAX float model (overall and where the float top-1 probability is >= 0.3)
 and, with labels, both top-1s. Always: the operator list, file size, batch-1
-latency in LiteRT (XNNPACK), and the I/O quantisation a deployer needs.
+latency in LiteRT (XNNPACK), and the I/O quantisation a deployer needs. The table also
+shows the Ethos-U compile (`effnetlite.export.vela`) when the report has one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from scipy.special import softmax
 
 from effnetlite.data import preprocessing
-from effnetlite.export import calibration, convert
+from effnetlite.export import calibration, convert, vela
 from effnetlite.export.options import ExportOptions
 from effnetlite.export.runtime import TFLiteModel
 from effnetlite.utils import files
@@ -103,6 +104,9 @@ def format_report(report: dict[str, Any]) -> str:
       rows.append((key.replace("_", " "), f"{report[key]:.4g}"))
   if "calibration_images" in report:
     rows.append(("calibration images", str(report["calibration_images"])))
+  if "npu" in report:  # Vela's figures for the Ethos-U target
+    rows += vela.format_rows(report["npu"])
   rows.append(("classes", report["classes"]))
+  rows.append(("runtimes", report["runtimes"]))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

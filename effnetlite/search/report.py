@@ -2,8 +2,9 @@
 
 Rows are the study's candidate trials (complete, pruned with their last EMA top-1,
 running, failed); the best is the top EMA top-1 for `accuracy` and the Pareto
-front of EMA top-1 against measured latency for `accuracy_latency`. The plot
-shows EMA top-1 against MACs (or latency) with the Pareto front.
+front of EMA top-1 against latency for `accuracy_latency`. The plot shows EMA
+top-1 against MACs (or latency) with the Pareto front. Table, front and plot name
+where the latencies come from: LiteRT on this host, or Vela's estimate for an Ethos-U.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from typing import Any
 from effnetlite.utils import files
 
 _HEADER = ("| trial | alpha | beta | gamma | width | depth | res | params | MACs | realised | "
-           "top-1 | EMA top-1 | latency ms | train s | state |")
+           "top-1 | EMA top-1 | {latency} | train s | state |")
+
+
+def latency_label(target: str) -> str:
+  """What a latency of `target` (config.search.latency_target) is, in a few words."""
+  return "LiteRT ms on this host" if target == "litert" else f"Vela ms, {target}"
+
+
+def latency_source(rows: list[dict[str, Any]]) -> str | None:
+  """The label of the rows' latencies (None without any); studies before the attribute
+  existed measured with LiteRT."""
+  targets = sorted({r.get("latency_target", "litert") for r in rows if "latency_ms" in r})
+  return " / ".join(latency_label(t) for t in targets) or None
 
 
 def candidate_rows(study: Any) -> list[dict[str, Any]]:
@@ -48,8 +61,10 @@ def _number(value: Any, digits: int = 4) -> str:
 
 
 def markdown(study: Any) -> str:
-  lines = [_HEADER, "|" + "---|" * 15]
-  for r in candidate_rows(study):
+  rows = candidate_rows(study)
+  source = latency_source(rows)
+  lines = [_HEADER.format(latency=source or "latency ms"), "|" + "---|" * 15]
+  for r in rows:
     lines.append(
         f"| {r['trial']} | {r['alpha']} | {r['beta']} | {r['gamma']} | {r['width']:.3f} | "
         f"{r['depth']:.3f} | {r['resolution']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
@@ -65,6 +80,9 @@ def markdown(study: Any) -> str:
     lines.append("\nPareto front (EMA top-1 up, latency down):")
     lines += [f"- alpha={b['alpha']}, beta={b['beta']}, gamma={b['gamma']}: EMA top-1 "
               f"{b['ema_top1']:.4f}, {b['latency_ms']:.3f} ms" for b in best]
+    lines.append(f"\nlatencies: {source}"
+                 + (" (Vela's estimate for the int8 file, not a measurement)"
+                    if source and source.startswith("Vela") else ""))
   return "\n".join(lines) + "\n"
 
 
@@ -107,7 +125,8 @@ def _plot(study: Any) -> bytes:
   front = best_rows(study) if latency else _cost_front(rows)
   axes.plot([x_of(r) for r in front], [r["ema_top1"] for r in front], "r-o",
             label="Pareto front")
-  axes.set_xlabel("TFLite latency, batch 1 (ms)" if latency else "multiply-adds (M)")
+  axes.set_xlabel(f"latency, batch 1 ({latency_source(rows) or 'ms'})" if latency
+                  else "multiply-adds (M)")
   axes.set_ylabel("EMA top-1")
   axes.set_title("compound-scaling search (alpha, beta, gamma)")
   axes.legend()

@@ -47,8 +47,12 @@ def storage_url(storage: str, workdir: str) -> str:
 
 
 def default_study_name(config: ml_collections.ConfigDict) -> str:
+  """One study per objective, and per NPU for Vela latencies: ms of two targets never mix."""
+  target = config.search.latency_target
+  npu = (f"-{target}" if config.search.objective == "accuracy_latency" and target != "litert"
+         else "")
   return (f"compound-{config.model.name}-phi{config.search.phi:g}-"
-          f"{config.search.objective}")
+          f"{config.search.objective}{npu}")
 
 
 def _directions(config: ml_collections.ConfigDict) -> list[str]:
@@ -230,6 +234,7 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     latency = measure_latency(derived, run_dir,
                               os.path.join(run_dir, f"model-{config.search.latency_format}.tflite"))
     trial.set_user_attr("latency_ms", latency)
+    trial.set_user_attr("latency_target", config.search.latency_target)  # what the ms are
     if config.search.latency_budget_ms > 0:  # feasible when <= 0: best_trials honours it
       trial.set_constraint("latency_budget_ms", latency - config.search.latency_budget_ms)
     return metrics["ema_eval_top1"], latency
@@ -237,13 +242,30 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
 
 
 def measure_tflite_latency(config: ml_collections.ConfigDict, weights: str, output: str,
-                           fmt: str, threads: int) -> float:
-  """Exports `weights` (EMA) as `fmt` TFLite to `output`; LiteRT batch-1 latency in ms."""
+                           fmt: str, threads: int, target: str = "litert") -> float:
+  """Exports `weights` (EMA) as `fmt` TFLite to `output`; its batch-1 latency in ms.
+
+  `target` litert: LiteRT's measurement on this host. An Ethos-U accelerator: Vela's
+  estimate for the int8 file, exported with int8 input and output as it would be deployed
+  (float I/O would leave its QUANTIZE and DEQUANTIZE to the CPU, outside Vela's time).
+  """
   from effnetlite.export import export_model
   from effnetlite.export.options import ExportOptions
+  npu = target != "litert"
   options = ExportOptions(weights=weights, quantize="int8" if fmt == "int8" else "none",
-                          calibration_steps=LATENCY_CALIBRATION_IMAGES, threads=threads)
-  return float(export_model.export_model(config, options, output)["latency_ms_batch1"])
+                          io="int8" if npu else "float32",
+                          calibration_steps=LATENCY_CALIBRATION_IMAGES, threads=threads,
+                          target=target if npu else "none")
+  report = export_model.export_model(config, options, output)
+  return float(report["npu"]["inference_ms"] if npu else report["latency_ms_batch1"])
+
+
+def check_latency_target(config: ml_collections.ConfigDict) -> None:
+  """Vela installed when the search's latencies come from it: one line before any training."""
+  target = config.search.latency_target
+  if config.search.objective == "accuracy_latency" and target != "litert":
+    from effnetlite.export import vela
+    vela.check_target(target, "config.search.latency_target", others=("litert",))
 
 
 def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
@@ -257,9 +279,12 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
   if train is None:
     from effnetlite.train.loop import train_and_evaluate as train
   if measure_latency is None and config.search.objective == "accuracy_latency":
+    check_latency_target(config)
+
     def measure_latency(candidate_config, weights, output):
       return measure_tflite_latency(candidate_config, weights, output,
-                                    config.search.latency_format, config.search.latency_threads)
+                                    config.search.latency_format, config.search.latency_threads,
+                                    config.search.latency_target)
   multihost = jax.process_count() > 1
   if jax.process_index() != 0:
     _follow(config, workdir, train)

@@ -49,7 +49,8 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def check_run(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict | None:
+def check_run(config: ml_collections.ConfigDict, workdir: str
+              ) -> ml_collections.ConfigDict | None:
   """The checks that need the devices or the file system, before any data or compilation.
 
   Returns the config of the run already in `workdir` (None for a new run), after checking
@@ -62,7 +63,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> ml_collections
   if problem:
     raise UserError(f"workdir {workdir} is not writable ({problem}); pass a directory you "
                     "can write to")
-  if runs.find_run(workdir) != workdir:
+  if runs.find_run(workdir) != workdir or not runs.has_checkpoints(workdir):
     return None
   previous = runs.load_config(workdir)
   if config.dataset.num_classes == runs.FROM_DATA:
@@ -83,15 +84,16 @@ def _resolve_classes(config: ml_collections.ConfigDict, source: sources.Source) 
   return list(source.class_names) or [str(i) for i in range(source.num_classes)]
 
 
-def _finished_run(workdir: str, step: int, total_steps: int) -> dict[str, float]:
-  """What re-running a finished run reports: its final metrics, with nothing written."""
+def _finished_run(workdir: str, step: int, total_steps: int) -> dict[str, float] | None:
+  """What re-running a finished run reports: its final metrics, with nothing written
+  (None when a run stopped before writing them: it is evaluated again)."""
+  path = os.path.join(workdir, "final_metrics.json")
+  if not os.path.isfile(path):
+    return None
   print(f"run {workdir} already finished at step {step} (of {total_steps}); nothing to "
         "train (raise config.num_epochs or config.max_steps to continue it)", flush=True)
-  path = os.path.join(workdir, "final_metrics.json")
-  if os.path.isfile(path):
-    with open(path, encoding="utf-8") as handle:
-      return json.load(handle)
-  return {}
+  with open(path, encoding="utf-8") as handle:
+    return json.load(handle)
 
 
 def _record_session(config: ml_collections.ConfigDict, workdir: str,
@@ -161,8 +163,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                           state)
   restored = checkpoints.restore_state(manager, abstract)  # newest readable step
   if restored is not None:
-    if int(restored.step) >= total_steps:
-      return _finished_run(workdir, int(restored.step), total_steps)
+    finished = (_finished_run(workdir, int(restored.step), total_steps)
+                if int(restored.step) >= total_steps else None)
+    if finished is not None:
+      return finished
     state = restored
   else:
     if config.init_from:  # fine-tuning: another class count re-initialises the classifier
@@ -246,6 +250,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
   if unfinished is not None:  # raised here: an error already on its way goes first
     raise unfinished
+  if not last_eval:  # a finished run that stopped before its final metrics
+    last_eval = run_eval(step)
+    writer.flush()
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if seconds_to_first_step is not None:

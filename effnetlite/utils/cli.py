@@ -5,10 +5,10 @@ Every entry point defines absl flags with the helpers here and calls `run(main)`
     `UserError` become one line, `error: ...`, and exit status 2;
   - path flags are made absolute as they are parsed (the only place command-line
     paths enter the library), so relative paths work from any directory;
-  - `effnetlite.configure_process()` runs before `main` (with `--compilation_cache`, a
-    flag of every entry point), and entry points import JAX/TensorFlow inside `main`,
-    after the flags and the config are checked: bad input answers in about a second,
-    before anything is built or compiled.
+  - `effnetlite.configure_process()` runs before `main` (with `--compilation_cache` and
+    `--verbose`, flags of every entry point), and entry points import JAX/TensorFlow
+    inside `main`, after the flags and the config are checked: bad input answers in
+    about a second, before anything is built or compiled.
 """
 
 from __future__ import annotations
@@ -218,6 +218,9 @@ _COMPILATION_CACHE = flags.DEFINE(
     _CacheParser(), "compilation_cache", None, "Directory of compiled XLA programs kept "
     "between runs, or 'none'; default $EFFNETLITE_COMPILATION_CACHE, else "
     "~/.cache/effnetlite/xla.", serializer=flags.ArgumentSerializer())
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the frameworks' own log lines (TensorFlow, absl, the TFLite "
+    "converter, LiteRT), which are kept off the console by default.")
 # The DEFINE_* helpers above define flags for the command that calls them: absl credits
 # them to that command, so its --help lists them (not only --helpfull).
 flags.disclaim_key_flags()
@@ -226,7 +229,8 @@ flags.disclaim_key_flags()
 def run(main: Callable[[list[str]], Any]) -> NoReturn:
   """Parses flags, applies the process settings, runs `main(argv)`; UserError -> exit 2."""
   def wrapped(argv: list[str]) -> Any:
-    process.configure_process(compilation_cache=_COMPILATION_CACHE.value)
+    process.configure_process(compilation_cache=_COMPILATION_CACHE.value,
+                              verbose=_VERBOSE.value)
     try:
       return main(argv)
     except UserError as error:
@@ -237,6 +241,7 @@ def run(main: Callable[[list[str]], Any]) -> NoReturn:
       exit_with(UserError(f"no space left on device writing {error.filename or 'a file'}; "
                           "free space and rerun"))
 
-  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[_COMPILATION_CACHE.name])
+  for flag in (_COMPILATION_CACHE, _VERBOSE):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag.name])
   app.run(wrapped, flags_parser=parse_flags)
   sys.exit(0)  # app.run exits itself; this tells type checkers so

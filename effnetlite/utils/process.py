@@ -38,6 +38,38 @@ def quiet_library_logs() -> None:
   logging.getLogger("jax").setLevel(logging.WARNING)
 
 
+# Lines that native code prints on every run and that no setting of their library turns off
+# (TensorFlow 2.21, ai-edge-litert 2.3): `quiet_native_logs` drops exactly these, whole lines.
+NATIVE_NOISE = (
+    # absl's C++ logging, before the first message of each library that links its own absl
+    # (libtensorflow_framework.so.2 and the profiler plugin _pywrap_profiler_plugin.so).
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    # TensorFlow's port.cc, from both libraries' static initialisers: absl's INFO format. The
+    # line goes; oneDNN stays on (TF_ENABLE_ONEDNN_OPTS=0 would change the numerics).
+    r"I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. .*",
+    # The TFLite converter's quantizer: llvm::dbgs(), which is plain stderr in release builds.
+    r"fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+    r"output_inference_type: \w+",
+    # LiteRT's minimal logger (fprintf, INFO) when it applies the default XNNPACK delegate.
+    r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+)
+
+
+def quiet_native_logs() -> bool:
+  """Keeps `NATIVE_NOISE` off stderr; every other byte (C++ errors, tracebacks) passes.
+
+  A filter on file descriptor 2 (`stderr_filter`) because none of these lines has a knob
+  that acts before it prints: TF_CPP_MIN_LOG_LEVEL governs TensorFlow's own logger, not the
+  absl logging that prints the oneDNN line while the libraries load; absl's C++ level and
+  stderr threshold are set only by C++ calls (no environment variable, its --minloglevel
+  flag is not linked in; GLOG_minloglevel and the like are not read); llvm::dbgs() and
+  LiteRT's logger have no switch short of dropping the XNNPACK delegate, i.e. its speed.
+  False where Python's stderr is not fd 2 (pytest's capture, a notebook): left to them.
+  """
+  from effnetlite.utils import stderr_filter
+  return stderr_filter.install(NATIVE_NOISE)
+
+
 def default_compilation_cache() -> str:
   """$EFFNETLITE_COMPILATION_CACHE, else a per-user directory ($XDG_CACHE_HOME or ~/.cache)."""
   if os.environ.get(COMPILATION_CACHE_ENV):
@@ -90,19 +122,26 @@ def skip_keras_import() -> None:
 
 
 def configure_process(malloc_tuning: bool = True, compilation_cache: str | None = None,
-                      keras: bool = False) -> None:
-  """glibc malloc tuning (see `allocator`), the persistent compilation cache and quiet
-  framework logs, before JAX starts.
+                      keras: bool = False, verbose: bool = False) -> None:
+  """glibc malloc tuning (see `allocator`), the persistent compilation cache and a quiet
+  console (framework logs and native noise off), before JAX starts.
 
   Call it before the first JAX computation: the malloc settings apply to the
   threads XLA starts afterwards. `EFFNETLITE_MALLOC_TUNING=0` (or
   `malloc_tuning=False`) leaves the allocator alone; `compilation_cache` defaults to
   `default_compilation_cache()`, and "none" turns the cache off. `keras=True` lets
   TensorFlow load Keras, for programs that use `tf.keras` beside this library.
+  `verbose=True` (the commands' --verbose) leaves every library's logging as it comes,
+  for when something goes wrong inside one.
   """
   if malloc_tuning:
     allocator.tune_glibc_malloc()
   if not keras:
     skip_keras_import()
   enable_compilation_cache(compilation_cache or default_compilation_cache())
-  quiet_library_logs()
+  if verbose:
+    from effnetlite.utils import stderr_filter
+    stderr_filter.uninstall()  # an earlier call's filter, if any
+  else:
+    quiet_library_logs()
+    quiet_native_logs()

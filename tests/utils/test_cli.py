@@ -189,12 +189,12 @@ def test_home_relative_config_and_output_paths_expand(tmp_path):
 
 # Each command's own flags, as its --help lists them (not only --helpfull).
 OWN_FLAGS = {
-    TRAIN: ["--config", "--workdir", "--compilation_cache", "config_keys.py"],
+    TRAIN: ["--config", "--workdir", "--compilation_cache", "--[no]verbose", "config_keys.py"],
     EVAL: ["--config", "--weights", "--[no]ema", "--split", "--output", "RUN/best"],
     EXPORT: ["--weights", "--quantize", "--io", "--calibration_steps", "--calibration_dir",
              "--check_dir", "--check_images", "--output"],
     PREDICT: ["--weights", "--top", "--json"],
-    "scripts/tflite_predict.py": ["--image", "--model_file", "--top"],
+    "scripts/tflite_predict.py": ["--image", "--model_file", "--top", "--[no]verbose"],
     SCALE: ["--config", "--alpha", "--phi", "--output_dir"],
     "scripts/config_keys.py": ["--config"],
 }

@@ -2,8 +2,12 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
-from helpers import run_python
+import pytest
+from helpers import PYTHONPATH, ROOT, run_python
 
 _IMPORT = """
 import json, os, sys
@@ -83,3 +87,139 @@ def test_tensorflow_loads_without_keras_unless_asked():
     result = run_python(code.format(keras=keras))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == str(keras)
+
+
+# The native lines as TensorFlow 2.21 and LiteRT print them, with the neighbours that must stay.
+_NOISE_LINES = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1795735892.662630   11428 port.cc:153] oneDNN custom operations are on. You "
+    b"may see slightly different numerical results due to floating-point round-off errors "
+    b"from different computation orders. To turn them off, set the environment variable "
+    b"`TF_ENABLE_ONEDNN_OPTS=0`.\n",
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+    b"output_inference_type: INT8\n",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+]
+_KEPT_LINES = [
+    b"E0000 00:00:1795735892.662630   11428 cuda_dnn.cc:8579] a real C++ error\n",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU. and more\n",  # not the whole line
+    b"Traceback (most recent call last):\n",
+    b"warning: skipping 1 unreadable image(s)\n",
+    b"eval:  36%|###5      | 128/359\r",  # a progress bar's redraw: no newline
+]
+
+
+def test_filter_drops_exactly_the_known_native_lines():
+  import itertools
+  import threading
+  import time
+
+  from effnetlite.utils import process, stderr_filter
+  source_read, source_write = os.pipe()
+  sink_read, sink_write = os.pipe()
+  pump = threading.Thread(target=stderr_filter.filter_lines,
+                          args=(source_read, sink_write, process.NATIVE_NOISE))
+  pump.start()
+  for kept, noise in itertools.zip_longest(_KEPT_LINES, _NOISE_LINES, fillvalue=b""):
+    os.write(source_write, kept)
+    for piece in (noise[:6], noise[6:-1], noise[-1:]):  # as fprintf on unbuffered stderr
+      os.write(source_write, piece)
+      time.sleep(0.01)
+  os.write(source_write, b"prompt> ")  # unfinished: out after HOLD_SECONDS, not at the end
+  held = os.read(sink_read, 1 << 16)
+  while not held.endswith(b"prompt> "):
+    held += os.read(sink_read, 1 << 16)
+  os.write(source_write, b"answer\n" + _NOISE_LINES[0] + b"no newline at the end")
+  os.close(source_write)
+  pump.join(timeout=10)
+  os.close(sink_write)
+  out = held + os.read(sink_read, 1 << 16)
+  assert out == b"".join(_KEPT_LINES) + b"prompt> answer\nno newline at the end"
+
+
+_LOUD = """
+import os, sys, effnetlite
+effnetlite.configure_process(malloc_tuning=False, verbose={verbose})
+for line in {lines!r}:
+  os.write(2, line)  # what C++ does: straight to file descriptor 2
+print("stdout", flush=True)
+from effnetlite.errors import warn
+warn("a warning for the user")
+if {abort}:
+  os.abort()  # a C++ fatal error: message written, process gone
+raise RuntimeError("a Python error")
+"""
+
+
+def test_errors_tracebacks_and_warnings_still_reach_stderr():
+  lines = _NOISE_LINES + _KEPT_LINES[:1]
+  result = run_python(_LOUD.format(verbose=False, lines=lines, abort=False))
+  assert result.returncode == 1 and result.stdout == "stdout\n"
+  for needed in ("cuda_dnn.cc:8579] a real C++ error", "warning: a warning for the user",
+                 "Traceback (most recent call last)", "RuntimeError: a Python error"):
+    assert needed in result.stderr, result.stderr
+  for noise in _NOISE_LINES:
+    assert noise.decode() not in result.stderr, result.stderr
+  # A crash: the pump is its own process and still writes what the dying one wrote.
+  result = run_python(_LOUD.format(verbose=False, lines=lines, abort=True))
+  assert result.returncode < 0 and "a real C++ error" in result.stderr, result.stderr
+  # verbose=True: every line as the libraries write it.
+  result = run_python(_LOUD.format(verbose=True, lines=lines, abort=False))
+  assert "".join(line.decode() for line in lines) in result.stderr
+
+
+_CAPTURED = """
+import os, sys, effnetlite
+effnetlite.configure_process(malloc_tuning=False)  # as tests/conftest.py does
+os.write(2, {noise!r} + b"native, outside any test\\n")
+
+def test_capfd(capfd):
+  os.write(2, b"native\\n")
+  print("python", file=sys.stderr)
+  assert capfd.readouterr().err == "native\\npython\\n"
+
+def test_capsys(capsys):
+  print("python", file=sys.stderr)
+  assert capsys.readouterr().err == "python\\n"
+"""
+
+
+@pytest.mark.parametrize("capture", ["fd", "no"])
+def test_pytest_capture_works_beside_the_filter(capture, tmp_path):
+  """With capture, pytest owns stderr and no filter is installed; with -s (capture=no) the
+  filter is, and capfd/capsys swap it out and back for their tests."""
+  (tmp_path / "test_captured.py").write_text(_CAPTURED.format(noise=_NOISE_LINES[3]))
+  result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--capture={capture}", "test_captured.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=PYTHONPATH))
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert "2 passed" in result.stdout
+  if capture == "no":
+    assert "native, outside any test" in result.stderr
+    assert "XNNPACK" not in result.stderr
+
+
+_DEMO = os.path.join(ROOT, "configs", "demo.py")
+
+
+def test_commands_keep_native_noise_off_the_console_unless_verbose(tmp_path):
+  """export.py prints all four kinds of native lines (absl, TensorFlow, the converter,
+  LiteRT): none reaches stderr, unless --verbose."""
+  def export(*extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "export.py"), f"--config={_DEMO}",
+         "--weights=random", "--config.model.resolution=32", "--config.dataset.data_dir=tfds",
+         "--quantize=int8", "--io=int8", "--calibration_steps=8", "--check_images=16",
+         "--output=m.tflite", *extra], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+  from effnetlite.utils.process import NATIVE_NOISE
+  quiet, verbose = export(), export("--verbose")
+  for result in (quiet, verbose):
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DEPTHWISE_CONV_2D" in result.stdout
+  noise = [line for line in quiet.stderr.splitlines()
+           if any(re.search(pattern, line) for pattern in NATIVE_NOISE)]
+  assert noise == [], quiet.stderr
+  for pattern in NATIVE_NOISE:  # else the library changed its words: update NATIVE_NOISE
+    assert re.search(pattern, verbose.stderr), (pattern, verbose.stderr)
