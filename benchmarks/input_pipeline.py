@@ -49,9 +49,9 @@ def main(argv) -> None:
     batches = pipeline.train_batches(config, source)
     next(batches)  # start-up: threads, autotuning
     start = time.perf_counter()
-    for _ in range(_BATCH.valuees):
+    for _ in range(_BATCHES.value):
       next(batches)
-    rate = _BATCH.valuees * _BATCH.value / (time.perf_counter() - start)
+    rate = _BATCHES.value * _BATCH.value / (time.perf_counter() - start)
   print(f"training preprocessing: {rate:.0f} images/s at {_RESOLUTION.value}px on "
         f"{os.cpu_count()} cores (500x375 JPEGs, batch {_BATCH.value})")
 

@@ -1,0 +1,39 @@
+"""Every benchmark script runs as the README prints it, at tiny sizes (figures not checked:
+speed belongs in benchmarks/README.md, not in tests)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+# script -> tiny flags, and a regex of the line it must print
+TINY = {
+    "input_pipeline.py": (["--images=12", "--resolution=32", "--batch=4", "--batches=2"],
+                          "training preprocessing: "),
+    "throughput.py": (["--resolution=32", "--batch=2", "--dtypes=float32", "--repeats=1",
+                       "--warmup=0", "--memory_runs=1", "--memory_steps=1"], "train"),
+}
+
+
+def test_every_benchmark_script_has_a_tiny_run():
+  scripts = sorted(f for f in os.listdir(BENCHMARKS) if f.endswith(".py"))
+  assert scripts == sorted(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_runs(script, tmp_path):
+  if script == "throughput.py":
+    pytest.importorskip("torch")
+  flags, expected = TINY[script]
+  output = tmp_path / "results.json"
+  extra = [f"--output={output}"] if script == "throughput.py" else []
+  result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *flags, *extra],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert expected in result.stdout, result.stdout[-2000:]
+  if extra:
+    assert json.loads(output.read_text())  # the results file a README table is made from
