@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from effnetlite.data import preprocessing
 from effnetlite.data.sources import Source
+from effnetlite.errors import UserError
 
 Batch = dict[str, np.ndarray]
 BATCH_AXIS = "batch"
@@ -45,7 +46,6 @@ def make_mesh() -> Mesh:
 
 def local_batch_size(global_batch: int, what: str = "config.batch_size") -> int:
   """This process's share of a global batch; checks it divides over the devices."""
-  from effnetlite.errors import UserError
   devices = jax.device_count()
   if global_batch <= 0 or global_batch % devices:
     raise UserError(f"{what}={global_batch} is not a positive multiple of the {devices} "
@@ -54,9 +54,17 @@ def local_batch_size(global_batch: int, what: str = "config.batch_size") -> int:
 
 
 def steps_per_epoch(source: Source, global_batch: int) -> int:
-  """Full global batches per epoch (every process must take the same number)."""
+  """Full global batches per epoch (every process must take the same number).
+
+  A split smaller than one batch is an error: its epochs would hold no batch at all.
+  """
   smallest_share = source.total_examples // jax.process_count()
-  return max(1, smallest_share // (global_batch // jax.process_count()))
+  if smallest_share < global_batch // jax.process_count():
+    raise UserError(f"the {source.split!r} split of {source.name!r} holds "
+                    f"{source.total_examples} examples, fewer than one batch "
+                    f"(config.batch_size={global_batch}); set config.batch_size to at most "
+                    f"{source.total_examples}")
+  return smallest_share // (global_batch // jax.process_count())
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

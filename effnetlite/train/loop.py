@@ -140,8 +140,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_source = sources.make_source(config.dataset, config.dataset.eval_split,
                                     jax.process_index(), jax.process_count())
   class_names = _resolve_classes(config, train_source)
-  per_epoch = (config.steps_per_epoch if config.steps_per_epoch > 0
-               else pipeline.steps_per_epoch(train_source, config.batch_size))
+  full_batches = pipeline.steps_per_epoch(train_source, config.batch_size)  # checks the size
+  per_epoch = config.steps_per_epoch if config.steps_per_epoch > 0 else full_batches
   total_steps = (config.max_steps if config.max_steps > 0
                  else int(round(config.num_epochs * per_epoch)))
   eval_every = config.eval_every_steps or per_epoch

@@ -9,6 +9,7 @@ from helpers import run_python, tiny_config
 from PIL import Image
 
 from effnetlite.data import pipeline, preprocessing, sources
+from effnetlite.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +249,14 @@ def test_augmentation_policies_run_in_the_pipeline(digits_dir, policy):
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a["image"], b["image"])
   assert first[0]["image"].shape == (8, 32, 32, 3) and first[0]["image"].max() <= 255
+
+
+def test_a_split_smaller_than_one_batch_is_one_error(image_folder):
+  """Its epochs would hold no batch: training would wait for one forever."""
+  config = tiny_config("folder", batch=16, data_dir=str(image_folder), train_split="train",
+                       eval_split="validation", num_classes=2)
+  source = sources.make_source(config.dataset, "train")  # 8 readable images
+  with pytest.raises(UserError, match=r"holds 8 examples, fewer than one batch "
+                     r"\(config.batch_size=16\); set config.batch_size to at most 8"):
+    pipeline.steps_per_epoch(source, 16)
+  assert pipeline.steps_per_epoch(source, 8) == 1
