@@ -16,7 +16,7 @@ from effnetlite.errors import UserError
 from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
 
-_CONFIG = cli.DEFINE_config_file("config")
+_CONFIG = cli.DEFINE_config_file("config", from_weights=True)
 _WEIGHTS = cli.DEFINE_weights(tflite=True, help_string="'pretrained', a training run directory "
                               "(its latest checkpoint; RUN/best for the best EMA one), a weights "
                               "file or a .tflite file.")

@@ -18,7 +18,7 @@ from effnetlite.export.options import FORMATS, IO_TYPES, QUANTIZE_MODES, ExportO
 from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
 
-_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py")
+_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", from_weights=True)
 _WEIGHTS = cli.DEFINE_weights(help_string="'pretrained', 'random', a training run directory "
                               "(its config is then used; RUN/best for the best checkpoint) or a "
                               "weights file.")

@@ -15,7 +15,7 @@ from effnetlite.errors import UserError
 from effnetlite.utils import cli
 from effnetlite.validation import absolute_path, check_pretrained, validate_config
 
-_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py")
+_CONFIG = cli.DEFINE_config_file("config", "configs/lite0.py", from_weights=True)
 _WEIGHTS = cli.DEFINE_weights(help_string="'pretrained', a training run directory (its config "
                               "is then used; RUN/best for the best checkpoint) or a weights file.")
 _TOP = flags.DEFINE_integer("top", 5, "How many classes to print per image.", lower_bound=1)

@@ -182,3 +182,11 @@ def check_another_architecture_in_the_run_directory_is_one_line(project):
   result = _run(project, "eval.py", "--weights=runs/ft", "--config.dataset.num_classes=5")
   assert result.returncode == 2 and "config.dataset.num_classes=5 but the run has 3" in (
       result.stderr)
+  # Overrides apply to the run's config in the commands with a default config too.
+  result = _run(project, "scripts/predict.py", "cat.jpg", "--weights=runs/ft",
+                "--config.model.width=1.1")
+  assert result.returncode == 2 and "config.model.width=1.1 but the run has 1.0" in (
+      result.stderr), result.stderr[-2000:]
+  out = _ok(_run(project, "scripts/predict.py", "cat.jpg", "--weights=runs/ft",
+                 "--config.model.resolution=48", "--top=1"))
+  assert out.splitlines()[1].split()[-1] in CLASSES

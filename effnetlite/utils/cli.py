@@ -96,15 +96,21 @@ CONFIG_HELP = ("Config file: configs/*.py, or a training run's directory or conf
 
 
 def DEFINE_config_file(name: str = "config", default: str | None = None,  # noqa: N802
-                       help_string: str = CONFIG_HELP,
-                       required: bool = False) -> flags.FlagHolder:
+                       help_string: str = CONFIG_HELP, required: bool = False,
+                       from_weights: bool = False) -> flags.FlagHolder:
   """config_flags.DEFINE_config_file with one-line errors; `--NAME.KEY=VALUE` overrides.
+
+  `from_weights`: for commands with --weights, a training run given there and no
+  --config make the run's config the config (`with_run_config`). Done here, before the
+  flag exists: ml_collections parses the default and its overrides as it defines it.
 
   A relative `default` is taken from the repository root, so the default
   config is found from any current directory.
   """
   if default and not os.path.isabs(default):
     default = os.path.join(REPO_ROOT, default)
+  if from_weights:
+    sys.argv[:] = with_run_config(sys.argv)
   # config_flags exposes no parser argument; its _ConfigFlag is the flag class it uses.
   flag = config_flags._ConfigFlag(  # pylint: disable=protected-access
       parser=_ConfigFileParser(name=name, lock_config=True),
@@ -151,8 +157,7 @@ def with_run_config(argv: list[str]) -> list[str]:
   Commands that take both flags (eval.py, export.py, predict.py) then need nothing the
   training command was given; `--config.KEY=VALUE` overrides still apply to it.
   """
-  if "config" not in flags.FLAGS or "weights" not in flags.FLAGS or (
-      _flag_value(argv, "config") is not None):
+  if _flag_value(argv, "config") is not None:
     return argv
   weights = validation.absolute_path(_flag_value(argv, "weights") or "")
   run = runs.find_run(weights) if os.path.isdir(weights) else None
@@ -165,8 +170,6 @@ _HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser with one line for every failure (for `app.run(flags_parser=...)`)."""
   try:
-    argv = with_run_config(argv)
-    sys.argv = argv  # ml_collections reads the --config.KEY overrides from sys.argv
     return flags.FLAGS(argv)
   except SystemExit as done:  # absl's --help prints the flags, then exits 1: a request met
     if done.code == 1 and set(argv[1:]) & _HELP_FLAGS:
