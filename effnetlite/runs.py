@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from effnetlite import validation
 from effnetlite.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -28,9 +29,11 @@ CHECKPOINT_DIRS = ("checkpoints", "best")
 FROM_DATA = -1
 
 # Keys that change the variables' shapes or what they mean: weights trained under one value
-# cannot be resumed, evaluated or exported under another.
-ARCHITECTURE_KEYS = ("model.width", "model.depth", "model.stem_channels",
-                     "model.head_channels", "model.bn_epsilon", "dataset.num_classes")
+# cannot be resumed, evaluated or exported under another. The backbone's, then the class count
+# (which fine-tuning may change, re-initialising the classifier).
+BACKBONE_KEYS = ("model.width", "model.depth", "model.stem_channels", "model.head_channels",
+                 "model.bn_epsilon")
+ARCHITECTURE_KEYS = (*BACKBONE_KEYS, "dataset.num_classes")
 
 
 def find_run(path: str) -> str | None:
@@ -78,21 +81,13 @@ def save_config(run: str, config: ml_collections.ConfigDict) -> None:
   files.write_atomically(os.path.join(run, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
-def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
-  """{"model.width": 1.0, ...}: one entry per leaf key."""
-  flat = {}
-  for key, value in dict(config).items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      flat.update(flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-  return flat
-
-
 def differences(old: ml_collections.ConfigDict | dict, new: ml_collections.ConfigDict | dict,
                 keys: Sequence[str] | None = None) -> list[tuple[str, Any, Any]]:
-  """(key, old, new) for every key (or every one of `keys`) whose value differs."""
-  old_flat, new_flat = flatten(old), flatten(new)
+  """(key, old, new) for every key (or every one of `keys`) whose value differs; pairs
+  compare as lists (a saved config's JSON has no tuples)."""
+  old_flat, new_flat = (
+      {k: list(v) if isinstance(v, tuple) else v for k, v in validation.flatten(c).items()}
+      for c in (old, new))
   names = keys if keys is not None else sorted(set(old_flat) | set(new_flat))
   return [(k, old_flat.get(k), new_flat.get(k)) for k in names
           if old_flat.get(k) != new_flat.get(k)]
@@ -102,12 +97,11 @@ def describe(changes: Sequence[tuple[str, Any, Any]]) -> str:
   return ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes)
 
 
-def check_architecture(run: str, config: ml_collections.ConfigDict, fix: str) -> None:
-  """One UserError when `config` describes other variables than the run's checkpoints."""
-  path = os.path.join(run, CONFIG_FILE)
-  if not os.path.isfile(path):
-    return
-  changed = differences(load_config(path), config, ARCHITECTURE_KEYS)
+def check_architecture(run: str, trained: ml_collections.ConfigDict,
+                       config: ml_collections.ConfigDict, fix: str) -> None:
+  """One UserError when `config` describes other variables than `trained`, the config of
+  the run's checkpoints."""
+  changed = differences(trained, config, ARCHITECTURE_KEYS)
   if changed:
     listed = "; ".join(f"config.{k}={new!r} but the run has {old!r}" for k, old, new in changed)
     raise UserError(f"run directory {run} holds weights of another model ({listed}); {fix}")
@@ -122,9 +116,10 @@ def config_for_weights(config: ml_collections.ConfigDict, weights: str
   """
   run = find_run(weights) if os.path.isdir(weights) else None
   if run is not None:
+    trained = load_config(run)
     if config.dataset.num_classes == FROM_DATA:
-      config.dataset.num_classes = load_config(run).dataset.num_classes
-    check_architecture(run, config, fix="leave --config out to use the run's own config, or "
+      config.dataset.num_classes = trained.dataset.num_classes
+    check_architecture(run, trained, config, fix="leave --config out to use the run's own config, or "
                        f"pass --config={os.path.join(run, CONFIG_FILE)}")
   elif config.dataset.num_classes == FROM_DATA:
     raise UserError("config.dataset.num_classes=-1 (the training data's count) is known only "

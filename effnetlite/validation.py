@@ -177,11 +177,12 @@ def absolute_path(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
-def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
+  """{"model.width": 1.0, ...}: one entry per leaf key of a config (or its dict/JSON form)."""
   flat = {}
   for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(_flat(value, f"{prefix}{key}."))
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -223,7 +224,7 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
   if not isinstance(config, ml_collections.ConfigDict):
     raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; start from effnetlite.config.base_config()")
-  flat = _flat(config)
+  flat = flatten(config)
   schema = {**SCHEMA, **(SEARCH_SCHEMA if search or "search" in config else {})}
   unknown = sorted(set(flat) - set(schema))
   if unknown:
@@ -369,7 +370,7 @@ DESCRIPTIONS: dict[str, str] = {
 
 def describe_keys(config: ml_collections.ConfigDict) -> list[tuple[str, Any, str, str, str]]:
   """(key, value in `config`, type, allowed values, meaning) for every key `config` holds."""
-  flat = _flat(config)
+  flat = flatten(config)
   schema = {**SCHEMA, **(SEARCH_SCHEMA if "search" in config else {})}
   return [(key, flat.get(key), rule.kind, rule.allowed, DESCRIPTIONS[key])
           for key, rule in schema.items()]

@@ -68,10 +68,8 @@ def main(argv):
       threads=_THREADS.value, target=_TARGET.value, require_npu=_REQUIRE_NPU.value)
   options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
-  from effnetlite.data import labels  # JAX/TF: after the checks
-  from effnetlite.export import export_model, verify
-  names = labels.class_names(_WEIGHTS.value, config.dataset.num_classes)
-  report = export_model.export_model(config, options, _OUTPUT.value, names)
+  from effnetlite.export import export_model, verify  # JAX/TF: after the checks
+  report = export_model.export_model(config, options, _OUTPUT.value)
   if "ops" in report:
     print(verify.format_report(report))
     print(f"report: {_OUTPUT.value}.report.json")

@@ -38,14 +38,15 @@ def folder_pixels(directory: str, config: ml_collections.ConfigDict, limit: int 
   model = config.model
   for path in _image_files(directory)[:limit]:
     yield load_image(path, model.resolution, model.resize_method,
-                          model.eval_crop_fraction)[None]
+                     model.eval_crop_fraction)[None]
 
 
-def dataset_pixels(config: ml_collections.ConfigDict, source: sources.Source
-                   ) -> Iterator[np.ndarray]:
-  """Evaluation-preprocessed pixels of `source` (the training split, apart from evaluation)."""
+def dataset_batches(config: ml_collections.ConfigDict, source: sources.Source
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(pixels, labels) of `source`'s examples, evaluation-preprocessed, padding dropped."""
   for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
-    yield batch["image"][batch["mask"] > 0]
+    keep = batch["mask"] > 0
+    yield batch["image"][keep], batch["label"][keep]
 
 
 def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) -> Any:
@@ -61,7 +62,7 @@ def calibration_data(config: ml_collections.ConfigDict, options: ExportOptions) 
     except UserError as error:
       raise UserError(f"int8 quantisation needs calibration data and the configured dataset "
                       f"is unavailable ({error}); pass --calibration_dir=IMAGES") from None
-    batches = dataset_pixels(config, source)
+    batches = (pixels for pixels, _ in dataset_batches(config, source))
   return convert.RepresentativeDataset(batches, options.calibration_steps, options.raw_pixels)
 
 
@@ -83,10 +84,9 @@ def check_images(config: ml_collections.ConfigDict, options: ExportOptions
          f"({error})")
   else:
     pixels, labels = [], []
-    for batch in pipeline.eval_batches(config, source, global_batch=jax.device_count()):
-      keep = batch["mask"] > 0
-      pixels.append(batch["image"][keep])
-      labels.append(batch["label"][keep])
+    for batch_pixels, batch_labels in dataset_batches(config, source):
+      pixels.append(batch_pixels)
+      labels.append(batch_labels)
       if sum(map(len, pixels)) >= options.check_images:
         break
     pixels = np.concatenate(pixels)[:options.check_images]

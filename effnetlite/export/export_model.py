@@ -8,7 +8,7 @@ from typing import Any
 
 import ml_collections
 
-from effnetlite.data import preprocessing
+from effnetlite.data import labels, preprocessing
 from effnetlite.errors import warn
 from effnetlite.export import calibration, convert, metadata, verify
 from effnetlite.export.options import ExportOptions
@@ -16,18 +16,18 @@ from effnetlite.utils import files
 from effnetlite.weights import factory, loading
 
 
-def export_model(config: ml_collections.ConfigDict, options: ExportOptions, output: str,
-                 class_names: list[str] | None = None) -> dict[str, Any]:
+def export_model(config: ml_collections.ConfigDict, options: ExportOptions, output: str
+                 ) -> dict[str, Any]:
   """Exports, verifies and writes `output` plus `output.report.json`; returns the report.
 
-  A .tflite file carries TFLite metadata with `class_names` (default: class_0, class_1,
-  ...) as its labels file.
+  A .tflite file carries TFLite metadata with the weights' class names (a run's own,
+  ImageNet's for 1000 classes) as its labels file.
   """
   options.check()
   files.check_writable(output.rstrip(os.sep), "--output")
   module, variables = factory.create_model(config)
   variables = loading.load_weights(options.weights, config, variables, ema=options.ema)
-  names = class_names or [f"class_{i}" for i in range(config.dataset.num_classes)]
+  names = labels.class_names(options.weights, config.dataset.num_classes)
   representative = calibration.calibration_data(config, options)
   predict = convert.inference_function(module, variables, options.raw_pixels,
                                        options.probabilities)

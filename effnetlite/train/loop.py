@@ -68,7 +68,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str
   previous = runs.load_config(workdir)
   if config.dataset.num_classes == runs.FROM_DATA:
     config.dataset.num_classes = previous.dataset.num_classes
-  runs.check_architecture(workdir, config, fix="pass a new --workdir for this model, or "
+  runs.check_architecture(workdir, previous, config, fix="pass a new --workdir for this model, or "
                           f"resume with the run's own config (--config={workdir}/config.json)")
   return previous
 

@@ -244,14 +244,8 @@ def step_directories(path: str) -> list[epath.Path]:
   return []
 
 
-def step_directory(path: str) -> epath.Path | None:
-  """The newest finalised step directory `path` names (None if it names none)."""
-  steps = step_directories(path)
-  return max(steps, key=lambda p: int(p.name)) if steps else None
-
-
 def is_training_checkpoint(path: str) -> bool:
-  return os.path.isdir(path) and step_directory(path) is not None
+  return os.path.isdir(path) and bool(step_directories(path))
 
 
 def read_newest(path: str) -> tuple[epath.Path, dict[str, Any], dict[str, Any]]:

@@ -64,8 +64,8 @@ def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: s
                 ) -> ml_collections.ConfigDict:
   """The config to build for a training run's weights: the run's model and head.
 
-  The requested variant or config must describe the run's variables; another class
-  count replaces the trained head only when asked for (`reset_classifier=True`).
+  Another class count replaces the trained head only when asked for
+  (`reset_classifier=True`); loading the checkpoint checks the backbone against it.
   """
   trained = runs.load_config(run)
   config = (trained if requested is None else requested).copy_and_resolve_references()
@@ -74,12 +74,6 @@ def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: s
     config.dataset.num_classes = num_classes
   elif named or config.dataset.num_classes == runs.FROM_DATA:  # a variant's 1000 is no request
     config.dataset.num_classes = trained_classes
-  shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
-  changed = runs.differences(trained, config, shape_keys)
-  if changed:
-    raise UserError(f"pretrained={run} is another architecture than the requested model "
-                    f"({runs.describe(changed)}); pass create_model(pretrained=RUN) alone to "
-                    "build the run's own model")
   if config.dataset.num_classes != trained_classes and reset_classifier is not True:
     raise UserError(f"pretrained={run} has a {trained_classes}-class classifier but "
                     f"num_classes={config.dataset.num_classes} was asked for; leave num_classes "

@@ -69,8 +69,7 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict, template: dict
   config must describe the same variables as `config` (the class count aside)."""
   from effnetlite.weights import checkpoints  # orbax: imported only when needed
   step, trained, stored = checkpoints.read_newest(path)
-  shape_keys = [k for k in runs.ARCHITECTURE_KEYS if k != "dataset.num_classes"]
-  changed = runs.differences(trained, config, shape_keys)
+  changed = runs.differences(trained, config, runs.BACKBONE_KEYS)
   if changed:
     raise WeightsError(
         f"checkpoint {step} was trained as {trained['model']['name']} but the config is "
