@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= workdir-demo
 PYTEST_ARGS ?= -n 2 --dist worksteal -q
 
-.PHONY: setup test test-slow demo clean
+.PHONY: setup toolchains test test-slow demo clean
 
 setup: $(VENV)/.installed
 
@@ -19,10 +19,21 @@ $(VENV)/.installed: requirements.txt requirements-torch.txt requirements-test.tx
 	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
-test: setup
+# Accelerator compilers for ahead-of-time compiles without the hardware
+# (benchmarks/accelerators.py), each in its own directory: the CUDA 12 and 13 plugins
+# cannot share a process. --no-deps: JAX itself comes from the venv.
+TOOLCHAINS := tpu cuda12 cuda13
+toolchains: $(foreach t,$(TOOLCHAINS),$(VENV)/toolchains/$(t)/.installed)
+
+$(VENV)/toolchains/%/.installed: requirements-%.txt | setup
+	rm -rf $(VENV)/toolchains/$*
+	$(BIN)/pip install -q --no-deps --target $(VENV)/toolchains/$* -r requirements-$*.txt
+	touch $@
+
+test: setup toolchains
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-slow: setup
+test-slow: setup toolchains
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # The main job end to end on the offline demo task: train, evaluate (JAX and int8 TFLite),

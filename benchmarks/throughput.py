@@ -5,12 +5,15 @@
       [--output=results.json] [--markdown=table.md]
 
 Speed: for each dtype, alternates ours and theirs for every repeat after warm-up and
-reports the median images/s, the ratio ours/theirs, and achieved FLOP/s as a fraction
-of a matmul peak measured in the same run. Theirs: `efficientnet-lite-pytorch`,
-channels_last, threads = cores, inference under `torch.inference_mode`, bfloat16
-through `torch.autocast` (CPU or GPU).
-Memory: the peak resident set of fresh processes that each build one framework's
-training step and run it, alternating ours and theirs `--memory_runs` times.
+reports the median images/s, the ratio ours/theirs, and model FLOP utilisation
+(img/s x 6 x MACs for training, 2 x MACs for inference) as a fraction of the peak: a
+matmul measured in the same run on CPU, the published dense peak on H100/H200. Theirs:
+`efficientnet-lite-pytorch`, channels_last, threads = cores, inference under
+`torch.inference_mode`, bfloat16 through `torch.autocast` (AMP; CPU or GPU, where
+cuDNN's autotuner is on). On a GPU both frameworks run there.
+Memory: the peak of fresh processes that each build one framework's training step and
+run it, alternating ours and theirs `--memory_runs` times: the resident set on CPU, the
+allocator's device peak on a GPU.
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from absl import flags  # noqa: E402
 
 from effnetlite import config as config_lib  # noqa: E402
 from effnetlite.nn import costs  # noqa: E402
-from effnetlite.train import optimizer as optimizer_lib
-from effnetlite.train import steps
+from effnetlite.data.preprocessing import normalize  # noqa: E402
+from effnetlite.train import optimizer as optimizer_lib  # noqa: E402
+from effnetlite.train import steps  # noqa: E402
 from effnetlite.utils import cli  # noqa: E402
 from effnetlite.utils.files import write_atomically  # noqa: E402
-from effnetlite.weights import factory
+from effnetlite.weights import factory  # noqa: E402
 
 _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Model variant.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
@@ -66,8 +70,25 @@ _OUTPUT = cli.DEFINE_path("output", "", "Write the results here as JSON.")
 _MARKDOWN = cli.DEFINE_path("markdown", "", "Write the table here.")
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-  a = jnp.ones((size, size), jnp.float32)
+# Dense matmul peaks published for accelerators (FLOP/s): NVIDIA's H100/H200 SXM data
+# sheets, tensor cores without sparsity (float32 runs as TF32, XLA:GPU's default).
+PUBLISHED_PEAK_FLOPS = {"H100": {"bfloat16": 989.4e12, "float32": 494.7e12},
+                        "H200": {"bfloat16": 989.4e12, "float32": 494.7e12}}
+
+
+def peak_flops(dtype: str) -> tuple[float, str]:
+  """The peak that model FLOP utilisation is a fraction of, and where it comes from: a
+  GPU's published dense peak where known, else a matmul measured in this run."""
+  kind = jax.devices()[0].device_kind
+  for name, peaks in PUBLISHED_PEAK_FLOPS.items():
+    if name in kind:
+      return peaks[dtype], f"{name} published {dtype} peak"
+  size = 2048 if jax.default_backend() == "cpu" else 8192
+  return matmul_peak_flops(size, dtype), f"measured {size}^3 {dtype} matmul"
+
+
+def matmul_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
+  a = jnp.ones((size, size), dtype)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
   start = time.perf_counter()
@@ -88,10 +109,11 @@ def ours(config, batch: int, dtype: str):
   train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
                        donate_argnums=0)
   resolution = config.model.resolution
-  images = jnp.asarray(np.random.RandomState(0).uniform(0, 255, (batch, resolution,
-                                                                 resolution, 3)), jnp.float32)
+  # uint8 pixels, as the training pipeline sends them (the step normalises on the device).
+  images = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, resolution,
+                                                                 resolution, 3), np.uint8))
   data = {"image": images, "label": jnp.zeros((batch,), jnp.int32)}
-  infer = jax.jit(lambda v, x: module.apply(v, x, train=False))
+  infer = jax.jit(lambda v, x: module.apply(v, normalize(x), train=False))
   holder = {"state": state}
 
   def train():
@@ -117,6 +139,7 @@ def theirs(name: str, batch: int, resolution: int, dtype: str):
   from efficientnet_lite_pytorch import EfficientNet
   torch.set_num_threads(os.cpu_count())
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest kernels for these shapes
   model = EfficientNet.from_name(f"efficientnet-{name}").to(device)
   model = model.to(memory_format=torch.channels_last)
   optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, eps=1e-3,
@@ -184,12 +207,21 @@ def speed_rows(times: dict[str, list[float]], dtype: str, batch: int, macs: int,
 
 def train_for_memory(framework: str, config, batch: int, steps: int) -> None:
   """A memory-measuring child: build one framework's float32 training step, run it, and
-  print its peak resident set. VmHWM counts from the exec; the kernel's ru_maxrss of a
-  child would start from this parent's resident set at the fork."""
+  print its peak memory. On CPU the resident set's peak (VmHWM counts from the exec; the
+  kernel's ru_maxrss of a child would start from this parent's resident set at the
+  fork); on a GPU the allocator's peak on the device."""
   train, _ = (ours(config, batch, "float32") if framework == "ours" else
               theirs(_VARIANT.value, batch, config.model.resolution, "float32"))
   for _ in range(steps):
     train()
+  if jax.default_backend() != "cpu":
+    if framework == "ours":
+      peak = jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+    else:
+      import torch
+      peak = torch.cuda.max_memory_allocated()
+    print(f"peak_bytes {peak}")
+    return
   with open("/proc/self/status", encoding="ascii") as handle:
     peak_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
   print(f"peak_bytes {peak_kb * 1024}")
@@ -231,9 +263,10 @@ def main(argv) -> None:
     return
   model = config.model
   macs = costs.count_macs(model.width, model.depth, resolution)
-  peak = matmul_peak_flops()
-  rows, times = [], {}
+  rows, times, peaks = [], {}, {}
   for dtype in _DTYPES.value if _SPEED.value else ():
+    peak, source = peak_flops(dtype)
+    peaks[dtype] = {"gflops": peak / 1e9, "source": source}
     our_train, our_infer = ours(config.copy_and_resolve_references(), batch, dtype)
     pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(batch),
              "ours_infer_1": our_infer(1)}
@@ -245,7 +278,7 @@ def main(argv) -> None:
     rows += speed_rows(times[dtype], dtype, batch, macs, peak)
   machine = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
              "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-             "matmul_peak_gflops": peak / 1e9, "jax": jax.__version__,
+             "peaks": peaks, "jax": jax.__version__,
              "date": time.strftime("%Y-%m-%d")}
   if not _NO_TORCH.value:
     import torch
@@ -268,7 +301,8 @@ def markdown_table(result: dict) -> str:
   machine, nan = result["machine"], float("nan")
   title = (f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
            f"{machine['device']} ({machine['cpus']} cpus), "
-           f"matmul peak {machine['matmul_peak_gflops']:.0f} GFLOP/s, {machine['date']}")
+           + "".join(f"{dtype} peak {p['gflops']:,.0f} GFLOP/s ({p['source']}), "
+                     for dtype, p in machine["peaks"].items()) + machine["date"])
   lines = [title, "",
            "| task | dtype | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | "
            "PyTorch % peak |",
@@ -281,7 +315,9 @@ def markdown_table(result: dict) -> str:
   memory = result.get("peak_training_memory")
   if memory:
     gigabytes = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
-    lines += ["", f"peak training memory, float32, {memory['runs']} fresh processes each "
+    where = "resident" if result["machine"]["backend"] == "cpu" else "device"
+    lines += ["", f"peak training memory ({where}), float32, {memory['runs']} fresh "
+              f"processes each "
               f"(GB): ours {gigabytes(memory['ours_gb'])}"]
     if "theirs_gb" in memory:
       lines[-1] += (f"; PyTorch {gigabytes(memory['theirs_gb'])}; ours/PyTorch median "

@@ -19,6 +19,7 @@ from effnetlite.errors import UserError
 DTYPES = ("float32", "bfloat16", "float16")
 DEPTHWISE_IMPLS = ("auto", "conv", "shifted")
 POINTWISE_IMPLS = ("auto", "conv", "dot")
+REMATERIALIZE = ("auto", "off", "elementwise")
 RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest", "lanczos3", "lanczos5",
                   "gaussian", "mitchellcubic")
 CORRUPT_IMAGES = ("skip", "error")
@@ -127,6 +128,9 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   config.eval_batch_size = 1024
   config.seed = 0
   config.nonfinite_loss = "stop"        # stop | skip
+  # Backward pass: 'elementwise' keeps only conv outputs and recomputes BN + ReLU6;
+  # 'auto' does so on GPUs only (README.md, Backends).
+  config.rematerialize = "auto"         # auto | off | elementwise
   # BN statistics are always over the global batch: the step is jitted over global arrays.
   config.log_every_steps = 100
   config.eval_every_steps = 0           # 0: at the end of every epoch

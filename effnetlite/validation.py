@@ -139,6 +139,7 @@ SCHEMA: dict[str, Rule] = {
     "eval_batch_size": positive("int"),
     "seed": number("int", low=0),
     "nonfinite_loss": choice(config_lib.NONFINITE_LOSS),
+    "rematerialize": choice(config_lib.REMATERIALIZE),
     "log_every_steps": positive("int"),
     "eval_every_steps": number("int", low=0),
     "checkpoint_every_steps": positive("int"),
@@ -147,6 +148,10 @@ SCHEMA: dict[str, Rule] = {
     "steps_per_epoch": number("int", low=1, or_minus_one=True),
     "max_steps": number("int", low=1, or_minus_one=True),
 }
+
+# Keys and sections a config saved before they existed may lack: filled with the base
+# config's values, so older runs' config.json files still load (nothing else is defaulted).
+SECTIONS_ADDED_LATER = ("rematerialize",)
 
 # The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
 SEARCH_SCHEMA: dict[str, Rule] = {
@@ -224,6 +229,12 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
   if not isinstance(config, ml_collections.ConfigDict):
     raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; start from effnetlite.config.base_config()")
+  missing_sections = [name for name in SECTIONS_ADDED_LATER if name not in config]
+  if missing_sections:  # a config saved before the section existed
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      for name in missing_sections:
+        config[name] = config_lib.base_config()[name]
   flat = flatten(config)
   schema = {**SCHEMA, **(SEARCH_SCHEMA if search or "search" in config else {})}
   unknown = sorted(set(flat) - set(schema))
@@ -343,6 +354,7 @@ DESCRIPTIONS: dict[str, str] = {
     "eval_batch_size": "global evaluation batch",
     "seed": "seed of initialisation and of the batch order",
     "nonfinite_loss": "a NaN/inf loss: stop the run, or skip the step",
+    "rematerialize": "backward pass: keep conv outputs, recompute BN + ReLU6 (auto: on GPUs)",
     "log_every_steps": "steps between logged training metrics",
     "eval_every_steps": "steps between evaluations (0: every epoch)",
     "checkpoint_every_steps": "steps between checkpoints",

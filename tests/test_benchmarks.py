@@ -12,6 +12,8 @@ from helpers import ROOT
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 # script -> tiny flags, and a regex of the line it must print
 TINY = {
+    "accelerators.py": (["--target=h100x8", "--per_chip_batch=8", "--dtype=float32"],
+                        "lite0 float32 on h100x8 (cuda12), 8/chip: compiled"),
     "input_pipeline.py": (["--images=12", "--resolution=32", "--batch=4", "--batches=2"],
                           "training preprocessing: "),
     "throughput.py": (["--resolution=32", "--batch=2", "--dtypes=float32", "--repeats=1",

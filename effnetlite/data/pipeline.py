@@ -5,6 +5,12 @@ derived from (seed, e), each example's crop/flip seed is (seed, e, position), an
 a run resumed at step k skips the k batches it already saw before decoding. So a
 resumed run sees exactly the batches an uninterrupted one would have.
 
+Training images leave the host as uint8 pixels (the train step normalises them
+on the device); evaluation images as float32 pixels, as the TF evaluation code.
+Each epoch is its own tf.data pipeline (the source's file order is seeded per
+epoch); the next one is built and started in a background thread while the last
+batches of the current one are consumed, so an epoch boundary does not stall.
+
 Evaluation sees every example once: the last partial batch is padded and
 masked, and processes with fewer examples add fully masked batches so that all
 of them take the same number of steps.
@@ -13,6 +19,8 @@ of them take the same number of steps.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import functools
 import itertools
 import math
 from typing import Any, Iterator
@@ -83,18 +91,35 @@ def _train_preprocess(config: ml_collections.ConfigDict, seed: int, epoch: int):
         example["image"], model.resolution, crop_seed, model.resize_method,
         augment.min_object_covered, tuple(augment.aspect_ratio_range),
         tuple(augment.area_range), augment.max_attempts, model.eval_crop_fraction)
+    image = preprocessing.to_uint8(image)  # rounding commutes with the flip: flip 1/4 the bytes
     if augment.random_flip:
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    if augment.policy != "none":
+    if augment.policy != "none":  # on the uint8 pixels, as the TF code (which truncates)
       from effnetlite.data import augment as augment_lib
-      image = augment_lib.apply_policy(image, augment, augment_seed)
+      image = preprocessing.to_uint8(
+          augment_lib.apply_policy(tf.cast(image, tf.float32), augment, augment_seed))
     return {"image": image, "label": tf.cast(example["label"], tf.int32)}
   return preprocess
+
+
+@functools.cache
+def _mixup_blend():
+  """weight * images + (1 - weight) * reversed images, rounded to uint8, as one XLA loop
+  compiled once per process: TF's separate ops (cast, reverse, two products, sum, round,
+  clip, cast) each made a pass over the batch and cost about a fifth of the host's time
+  per image."""
+  tf = _tf()
+
+  def blend(images, weight):
+    pixels = tf.cast(images, tf.float32)
+    return preprocessing.to_uint8(weight * pixels + (1 - weight) * tf.reverse(pixels, [0]))
+  return tf.function(blend, jit_compile=True)
 
 
 def _mixup(alpha: float, seed: int, epoch: int):
   """Mixes each batch with its reverse; the loss weighs both labels by `mix`."""
   tf = _tf()
+  blend = _mixup_blend()
 
   def mix(step, batch):
     seeds = tf.random.experimental.stateless_split(
@@ -103,7 +128,7 @@ def _mixup(alpha: float, seed: int, epoch: int):
     b = tf.random.stateless_gamma([], seeds[1], alpha)
     weight = a / (a + b)
     size = tf.shape(batch["label"])[0]
-    return {"image": weight * batch["image"] + (1 - weight) * tf.reverse(batch["image"], [0]),
+    return {"image": blend(batch["image"], weight),
             "label": batch["label"], "mix_label": tf.reverse(batch["label"], [0]),
             "mix": tf.fill([size], weight)}
   return mix
@@ -118,25 +143,74 @@ def _options(dataset):
   return dataset.with_options(options)
 
 
+# Batches before the end of an epoch at which the next epoch's pipeline is built and
+# its first batch requested: tracing, iterator start-up and the shuffle buffer's fill
+# (16,384 encoded images for ImageNet) then overlap the end of the current epoch.
+NEXT_EPOCH_LEAD = 4
+
+
+def _epoch_batches(config: ml_collections.ConfigDict, source: Source, epoch: int, skip: int,
+                   batch: int, per_epoch: int) -> Iterator[Batch]:
+  """Epoch `epoch`'s local batches after its first `skip` ones, as a tf.data iterator."""
+  tf = _tf()
+  seed = _epoch_seed(config.seed, epoch)
+  ds = source.dataset(shuffle_seed=seed)
+  ds = ds.shuffle(config.dataset.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+  ds = ds.take(per_epoch * batch).enumerate().skip(skip * batch)  # skip before decoding
+  ds = ds.map(_train_preprocess(config, config.seed, epoch), tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(batch, drop_remainder=True)
+  if config.augment.mixup_alpha > 0:
+    ds = ds.enumerate(skip).map(_mixup(config.augment.mixup_alpha, config.seed, epoch))
+  return _options(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+
+
 def train_batches(config: ml_collections.ConfigDict, source: Source, start_step: int = 0,
                   global_batch: int | None = None) -> Iterator[Batch]:
   """Endless local training batches from global step `start_step` on."""
-  tf = _tf()
   global_batch = global_batch or config.batch_size
   batch = local_batch_size(global_batch)
   per_epoch = steps_per_epoch(source, global_batch)
-  for epoch in itertools.count(start_step // per_epoch):
-    done = start_step - epoch * per_epoch if epoch == start_step // per_epoch else 0
-    seed = _epoch_seed(config.seed, epoch)
-    ds = source.dataset(shuffle_seed=seed)
-    ds = ds.shuffle(config.dataset.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    ds = ds.take(per_epoch * batch).enumerate().skip(done * batch)  # skip before decoding
-    ds = ds.map(_train_preprocess(config, config.seed, epoch), tf.data.AUTOTUNE,
-                deterministic=True)
-    ds = ds.batch(batch, drop_remainder=True)
-    if config.augment.mixup_alpha > 0:
-      ds = ds.enumerate(done).map(_mixup(config.augment.mixup_alpha, config.seed, epoch))
-    yield from _options(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  first_epoch = start_step // per_epoch
+
+  def start(epoch: int) -> Iterator[Batch]:
+    skip = start_step - epoch * per_epoch if epoch == first_epoch else 0
+    batches = _epoch_batches(config, source, epoch, skip, batch, per_epoch)
+    return itertools.chain([next(batches)], batches)  # its first batch already made
+
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="next-epoch")
+  upcoming = pool.submit(start, first_epoch)
+  try:
+    for epoch in itertools.count(first_epoch):
+      batches, upcoming = upcoming.result(), None
+      left = per_epoch - (start_step - epoch * per_epoch if epoch == first_epoch else 0)
+      # Exactly `left` batches: asking the spent iterator for its end while the next
+      # epoch's pipeline runs sometimes took 2 s, and so did deleting it here; the
+      # worker deletes it once the next epoch has started.
+      for index, item in enumerate(itertools.islice(batches, left)):
+        if index == max(left - NEXT_EPOCH_LEAD, 0):
+          upcoming = pool.submit(start, epoch + 1)
+        yield item
+      spent = [batches]
+      del batches
+      pool.submit(spent.clear)
+  finally:  # closed early: a next epoch already started finishes its first batch, no more
+    if upcoming is not None:
+      upcoming.cancel()
+    pool.shutdown(wait=False)
+
+
+def train_batch_spec(config: ml_collections.ConfigDict, global_batch: int
+                     ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of each array of a global training batch, as `train_batches` yields
+  them: what a step compiled ahead of time (`effnetlite.train.aot`) is given."""
+  side = config.model.resolution
+  spec = {"image": ((global_batch, side, side, 3), np.dtype(np.uint8)),
+          "label": ((global_batch,), np.dtype(np.int32))}
+  if config.augment.mixup_alpha > 0:
+    spec.update(mix_label=((global_batch,), np.dtype(np.int32)),
+                mix=((global_batch,), np.dtype(np.float32)))
+  return spec
 
 
 def eval_batches(config: ml_collections.ConfigDict, source: Source,

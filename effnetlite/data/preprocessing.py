@@ -6,7 +6,10 @@ preprocessing that differs between these paths, so each step exists once:
     mean/std). Applied on device by the train/eval steps and inside exported graphs.
   - `decode_and_center_crop`: the TF/TPU evaluation crop.
   - `decode_and_random_crop`: the TF/TPU training crop (stateless, seeded).
-Images travel as float32 pixels in [0, 255] until `normalize`.
+Evaluation, calibration and predict images travel as float32 pixels in [0, 255]
+until `normalize`. Training batches leave the host as uint8 pixels (`to_uint8`:
+the float resize rounded, a quarter of the bytes to batch, buffer and copy to the
+accelerator); the jitted train step converts them in `normalize`.
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ def resize(image: Any, resolution: int, method: str) -> Any:
   return tf.cast(image[0], tf.float32)
 
 
+def to_uint8(image: Any) -> Any:
+  """Float pixels in [0, 255] -> uint8, rounded to nearest (TF's round: half to even);
+  values outside [0, 255] (bicubic and lanczos overshoot) saturate."""
+  import tensorflow as tf
+  return tf.saturate_cast(tf.round(image), tf.uint8)
+
+
 def decode_and_center_crop(image_bytes: Any, resolution: int, method: str = "bilinear",
                            crop_fraction: float = 0.875) -> Any:
   """The TF/TPU evaluation preprocessing: padded centre crop, then resize.
@@ -88,15 +98,19 @@ def decode_and_center_crop(image_bytes: Any, resolution: int, method: str = "bil
   side = res / (res + pad) * min(h, w), truncated; the crop is centred, rounding
   the offset up like the TF code ((h - side + 1) // 2).
   """
+  window = _centre_window(image_shape(image_bytes), resolution, crop_fraction)
+  return resize(_decode(image_bytes, window), resolution, method)
+
+
+def _centre_window(shape: Any, resolution: int, crop_fraction: float) -> Any:
+  """[top, left, side, side] of the evaluation crop of an image of `shape` (h, w)."""
   import tensorflow as tf
-  shape = image_shape(image_bytes)
   height, width = shape[0], shape[1]
   pad = crop_padding(resolution, crop_fraction)
   side = tf.cast(resolution / (resolution + pad) * tf.cast(tf.minimum(height, width),
                                                            tf.float64), tf.int32)
   top, left = (height - side + 1) // 2, (width - side + 1) // 2
-  window = tf.stack([top, left, side, side])
-  return resize(_decode(image_bytes, window), resolution, method)
+  return tf.stack([top, left, side, side])
 
 
 def decode_and_random_crop(image_bytes: Any, resolution: int, seed: Any, method: str = "bilinear",
@@ -117,9 +131,8 @@ def decode_and_random_crop(image_bytes: Any, resolution: int, seed: Any, method:
       min_object_covered=min_object_covered, aspect_ratio_range=aspect_ratio_range,
       area_range=area_range, max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
   # All attempts failed -> the sampler returns the whole image; TF then centre-crops.
+  # Choosing the window, not the branch, keeps one decode and one resize in the graph.
   failed = tf.reduce_all(tf.equal(size[:2], shape))
-  return tf.cond(
-      failed,
-      lambda: decode_and_center_crop(image_bytes, resolution, method, crop_fraction),
-      lambda: resize(_decode(image_bytes, tf.stack([begin[0], begin[1], size[0], size[1]])),
-                     resolution, method))
+  window = tf.where(failed, _centre_window(shape, resolution, crop_fraction),
+                    tf.stack([begin[0], begin[1], size[0], size[1]]))
+  return resize(_decode(image_bytes, window), resolution, method)

@@ -17,6 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
+
+# The name of the batch statistics, for `jax.checkpoint` policies: recomputing the
+# normalisation from them is elementwise, recomputing them is a pass over the batch.
+BN_STATISTICS = "bn_statistics"
 
 
 @jax.custom_vjp
@@ -69,8 +74,9 @@ class BatchNorm(nn.Module):
       return y.astype(self.dtype)
     axes = tuple(range(x.ndim - 1))
     x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axes)
-    var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0)
+    mean = checkpoint_name(jnp.mean(x32, axes), BN_STATISTICS)
+    var = checkpoint_name(jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0),
+                          BN_STATISTICS)
     if not self.is_initializing():
       running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
       running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var

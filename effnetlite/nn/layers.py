@@ -24,12 +24,16 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
 from effnetlite.errors import UserError
 from effnetlite.nn.depthwise import depthwise_shifted
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# The name of every convolution's output, for `jax.checkpoint` policies: a training
+# step may keep these for the backward pass and recompute the BN + ReLU6 after them.
+CONV_OUTPUT = "conv_output"
 
 
 def conv_kernel_init(fan_out: int) -> nn.initializers.Initializer:
@@ -48,13 +52,16 @@ def dense_kernel_init(num_classes: int) -> nn.initializers.Initializer:
       key, shape, dtype, -bound, bound)
 
 
-def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str) -> str:
-  """Maps 'auto' to the implementation that is fastest on the default backend."""
+def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str,
+                 platform: str | None = None) -> str:
+  """Maps 'auto' to the implementation that is fastest on `platform` (default: JAX's
+  default backend). A step compiled ahead of time for an accelerator must name its
+  platform: traced on a CPU host, 'auto' would otherwise pick the CPU formulation."""
   if impl not in choices:
     raise UserError(f"unknown implementation {impl!r}; choose one of {choices}")
   if impl != "auto":
     return impl
-  return cpu_choice if jax.default_backend() == "cpu" else "conv"
+  return cpu_choice if (platform or jax.default_backend()) == "cpu" else "conv"
 
 
 @jax.custom_vjp
@@ -99,10 +106,10 @@ class DepthwiseConv(nn.Module):
     kernel = self.param("kernel", conv_kernel_init(k * k), (k, k, 1, channels), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if resolve_impl(self.impl, DEPTHWISE_IMPLS, "shifted") == "shifted":
-      return depthwise_shifted(x, kernel, self.stride)
-    return lax.conv_general_dilated(
+      return checkpoint_name(depthwise_shifted(x, kernel, self.stride), CONV_OUTPUT)
+    return checkpoint_name(lax.conv_general_dilated(
         x, kernel, (self.stride, self.stride), "SAME",
-        dimension_numbers=_DIMENSIONS, feature_group_count=channels)
+        dimension_numbers=_DIMENSIONS, feature_group_count=channels), CONV_OUTPUT)
 
 
 class Conv(nn.Module):
@@ -120,6 +127,7 @@ class Conv(nn.Module):
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if k == 1 and self.stride == 1 and resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
-      return pointwise_dot(x, kernel[0, 0])
-    return lax.conv_general_dilated(
-        x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_DIMENSIONS)
+      return checkpoint_name(pointwise_dot(x, kernel[0, 0]), CONV_OUTPUT)
+    return checkpoint_name(lax.conv_general_dilated(
+        x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_DIMENSIONS),
+        CONV_OUTPUT)

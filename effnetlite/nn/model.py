@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from effnetlite.nn import architecture, layers
-from effnetlite.nn.batchnorm import BatchNorm
+from effnetlite.nn.batchnorm import BN_STATISTICS, BatchNorm
 
 # ReLU6 rather than swish: bounded activations survive int8 quantisation.
 relu6 = jax.nn.relu6
@@ -78,6 +78,9 @@ class EfficientNetLite(nn.Module):
   depthwise: str = "auto"
   pointwise: str = "auto"
   dtype: Any = jnp.float32
+  # Training memory: each block's backward recomputes its BN + ReLU6 from the saved
+  # convolution outputs and BN statistics (one kept activation per layer, not three).
+  rematerialize: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False,
@@ -94,12 +97,17 @@ class EfficientNetLite(nn.Module):
     x = relu6(norm(name="stem_bn")(x))
     specs = architecture.block_specs(self.width, self.depth, self.drop_connect_rate,
                                      stem_channels=self.stem_channels)
+    block = MBConvBlock
+    if self.rematerialize:
+      block = nn.remat(MBConvBlock, static_argnums=(2,),  # (self, x, train)
+                       policy=jax.checkpoint_policies.save_only_these_names(
+                           layers.CONV_OUTPUT, BN_STATISTICS))
     stride = 2
     for index, spec in enumerate(specs):
       if spec.stride > 1:  # the map about to shrink is the last at its stride
         features[f"stride_{stride}"] = x
         stride *= spec.stride
-      x = MBConvBlock(spec, conv, depthwise_conv, norm, name=f"block_{index}")(x, train)
+      x = block(spec, conv, depthwise_conv, norm, name=f"block_{index}")(x, train)
     features[f"stride_{stride}"] = x
     x = conv(self.head_channels, name="head_conv")(x)
     x = relu6(norm(name="head_bn")(x))

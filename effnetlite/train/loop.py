@@ -150,7 +150,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   schedule = optimizer_lib.learning_rate_schedule(config, config.batch_size, per_epoch, total_steps)
   optimizer = optimizer_lib.make_optimizer(config, schedule)
   replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sharding = NamedSharding(mesh, PartitionSpec(pipeline.BATCH_AXIS))
 
   manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"),
                                      keep=config.keep_checkpoints)
@@ -178,9 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   _record_session(config, workdir, previous, start_step if restored is not None else None,
                   class_names)
 
-  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
-                       in_shardings=(replicated, batch_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+  train_step = steps.jit_train_step(steps.make_train_step(module, config, optimizer, schedule),
+                                    mesh)
   evaluator = jax_eval.make_evaluator(module, config.dataset.num_classes, mesh)
   writer = metrics_writer.MetricsWriter(workdir, resume_step=start_step)
   batches = pipeline.prefetch_to_device(

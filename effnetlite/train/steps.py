@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from effnetlite.data.pipeline import BATCH_AXIS
 from effnetlite.data.preprocessing import normalize
 from effnetlite.train import ema as ema_lib
 from effnetlite.train import optimizer as optimizer_lib
@@ -98,3 +100,13 @@ def make_train_step(module: Any, config: ml_collections.ConfigDict,
         "finite": finite.astype(jnp.float32)}
     return new, metrics
   return step_fn
+
+
+def jit_train_step(step_fn: Callable[[TrainState, dict], tuple], mesh: Mesh) -> Callable:
+  """`step_fn` jitted as training runs it: the state replicated and donated (the new
+  state reuses its buffers), the batch split over the mesh's batch axis. Also what
+  `effnetlite.train.aot` compiles for accelerators."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  split = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+  return jax.jit(step_fn, in_shardings=(replicated, split),
+                 out_shardings=(replicated, replicated), donate_argnums=0)

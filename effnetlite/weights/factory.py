@@ -16,6 +16,7 @@ import ml_collections
 from effnetlite import config as config_lib
 from effnetlite import runs
 from effnetlite.errors import UserError
+from effnetlite.nn.layers import resolve_impl
 from effnetlite.nn.model import EfficientNetLite
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
 from effnetlite.weights.loading import load_weights
@@ -36,8 +37,14 @@ def compute_dtype(name: str) -> Any:
   return _DTYPES[name]
 
 
-def module_from_config(config: ml_collections.ConfigDict, **overrides: Any) -> EfficientNetLite:
-  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv')."""
+def module_from_config(config: ml_collections.ConfigDict, platform: str | None = None,
+                       **overrides: Any) -> EfficientNetLite:
+  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv').
+
+  'auto' layer formulations are resolved for `platform` ('cpu', 'gpu', 'tpu'; default:
+  JAX's default backend), so a step compiled ahead of time for an accelerator on a
+  CPU host gets the accelerator's formulation.
+  """
   model = config.model
   if config.dataset.num_classes == runs.FROM_DATA:
     raise UserError("config.dataset.num_classes=-1 (the training data's count) is unresolved "
@@ -47,9 +54,22 @@ def module_from_config(config: ml_collections.ConfigDict, **overrides: Any) -> E
       dropout_rate=model.dropout_rate, drop_connect_rate=model.drop_connect_rate,
       stem_channels=model.stem_channels, head_channels=model.head_channels,
       bn_momentum=model.bn_momentum, bn_epsilon=model.bn_epsilon,
-      depthwise=model.depthwise, pointwise=model.pointwise, dtype=compute_dtype(model.dtype))
+      depthwise=resolve_impl(model.depthwise, config_lib.DEPTHWISE_IMPLS, "shifted", platform),
+      pointwise=resolve_impl(model.pointwise, config_lib.POINTWISE_IMPLS, "dot", platform),
+      dtype=compute_dtype(model.dtype),
+      rematerialize=resolve_rematerialize(config.rematerialize, platform))
   kwargs.update(overrides)
   return EfficientNetLite(**kwargs)
+
+
+def resolve_rematerialize(setting: str, platform: str | None = None) -> bool:
+  """'auto': on GPUs only (`platform` as in `module_from_config`). Compiled for 8 H100s,
+  recomputing BN + ReLU6 in the backward pass cuts lite0's float32 temporaries by a
+  sixth; XLA:TPU and XLA:CPU keep less without it than with it, and on CPU the
+  recomputation also costs time (figures: benchmarks/README.md, accelerators.py)."""
+  if setting != "auto":
+    return setting == "elementwise"
+  return (platform or jax.default_backend()) == "gpu"
 
 
 def init_variables(module: EfficientNetLite, resolution: int, seed: int = 0) -> dict[str, Any]:

@@ -64,6 +64,12 @@ def test_normalize_is_lite_normalisation():
   np.testing.assert_allclose(preprocessing.normalize(pixels), [-127 / 128, 0, 1])
 
 
+def test_to_uint8_rounds_and_saturates():
+  pixels = np.array([-3.2, 0.49, 0.51, 1.5, 2.5, 127.4, 254.6, 255.0, 300.0], np.float32)
+  np.testing.assert_array_equal(preprocessing.to_uint8(pixels),
+                                [0, 0, 1, 2, 2, 127, 255, 255, 255])  # ties to even
+
+
 def test_unknown_resize_method():
   with pytest.raises(ValueError, match="unknown resize method 'fancy'"):
     preprocessing.check_resize_method("fancy")
@@ -76,14 +82,15 @@ def test_imagenet_mock_train_and_eval_batches():
   with tfds.testing.mock_data(num_examples=21):
     train = sources.make_source(config.dataset, "train")
     batch = next(pipeline.train_batches(config, train))
-    assert batch["image"].shape == (8, 48, 48, 3) and batch["image"].dtype == np.float32
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 255.0
+    # Training pixels leave the host as uint8 (the train step normalises on the device).
+    assert batch["image"].shape == (8, 48, 48, 3) and batch["image"].dtype == np.uint8
     assert batch["image"].std() > 1.0  # real decoded pixels, not zeros
     assert batch["label"].dtype == np.int32 and (0 <= batch["label"]).all()
     assert (batch["label"] < 1000).all()
     evaluation = sources.make_source(config.dataset, "validation")
     batches = list(pipeline.eval_batches(config, evaluation))
   assert len(batches) == 3 and sum(b["mask"].sum() for b in batches) == 21
+  assert batches[0]["image"].dtype == np.float32  # evaluation keeps TF's float pixels
   assert batches[-1]["mask"].tolist() == [1.0] * 5 + [0.0] * 3
 
 
@@ -196,6 +203,50 @@ def test_image_folder_skips_corrupt_files_with_warning(image_folder, capsys):
   labels = np.concatenate([b["label"][b["mask"] > 0]
                            for b in pipeline.eval_batches(config, evaluation)])
   assert sorted(labels.tolist()) == [0] * 4 + [1] * 4
+
+
+def test_training_pixels_are_the_float_preprocessing_rounded(image_folder, monkeypatch):
+  """uint8 batches carry the TF crop/resize/flip of before, each pixel within 0.5."""
+  config = tiny_config("folder", batch=4, data_dir=str(image_folder), train_split="train",
+                       eval_split="validation", num_classes=2)
+  assert config.augment.random_flip
+  source = sources.make_source(config.dataset, "train")
+  rounded = _first_batches(config, source, 0, 3)
+  monkeypatch.setattr(preprocessing, "to_uint8", lambda image: image)
+  floats = _first_batches(config, source, 0, 3)
+  for a, b in zip(rounded, floats):
+    assert a["image"].dtype == np.uint8 and b["image"].dtype == np.float32
+    np.testing.assert_array_equal(a["label"], b["label"])
+    np.testing.assert_allclose(a["image"], b["image"], atol=0.5)
+
+
+def test_mixup_blend_is_the_rounded_mixture():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+  weight = np.float32(0.3)
+  mixed = pipeline._mixup_blend()(images, weight).numpy()
+  pixels = images.astype(np.float32)
+  expected = weight * pixels + (1 - weight) * pixels[::-1]
+  assert mixed.dtype == np.uint8
+  np.testing.assert_allclose(mixed, expected, atol=0.5 + 1e-4)
+
+
+@pytest.mark.parametrize("mixup_alpha", [0.0, 0.2])
+def test_train_batch_spec_is_what_train_batches_yields(image_folder, mixup_alpha):
+  config = tiny_config("folder", batch=4, data_dir=str(image_folder), train_split="train",
+                       eval_split="validation", num_classes=2)
+  config.augment.mixup_alpha = mixup_alpha
+  batch = _first_batches(config, sources.make_source(config.dataset, "train"), 0, 1)[0]
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == pipeline.train_batch_spec(config, 4)
+
+
+def test_closing_train_batches_early(image_folder):
+  """A loop that stops mid-epoch leaves no error behind (the next epoch may be starting)."""
+  config = tiny_config("folder", batch=4, data_dir=str(image_folder), train_split="train",
+                       eval_split="validation", num_classes=2)
+  batches = pipeline.train_batches(config, sources.make_source(config.dataset, "train"))
+  next(batches)
+  batches.close()
 
 
 def test_image_folder_corrupt_file_error_mode(image_folder):

@@ -110,3 +110,40 @@ def test_bfloat16_compute_keeps_float32_params():
   assert all(x.dtype == np.float32 for x in jax.tree.leaves(variables))
   logits = jax.eval_shape(module.apply, variables, jnp.zeros((1, 64, 64, 3)))
   assert logits.dtype == jnp.bfloat16
+
+
+def test_rematerialized_blocks_give_the_same_gradients():
+  """Recomputing BN + ReLU6 in the backward pass (GPUs' default) changes no value:
+  loss, gradients and BN statistics equal plain autodiff's up to float rounding."""
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+
+  def gradients(rematerialize: bool):
+    module = EfficientNetLite(num_classes=5, width=0.25, depth=0.25, drop_connect_rate=0.3,
+                              depthwise="conv", pointwise="conv", rematerialize=rematerialize)
+    variables = module.init(jax.random.PRNGKey(1), images)
+
+    def loss(params):
+      logits, updated = module.apply({**variables, "params": params}, images, train=True,
+                                     mutable=["batch_stats"],
+                                     rngs={"dropout": jax.random.PRNGKey(2)})
+      return jnp.sum(logits ** 2), updated
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+  (plain_loss, plain_stats), plain = gradients(False)
+  (remat_loss, remat_stats), remat = gradients(True)
+  np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves((remat, remat_stats)), jax.tree.leaves((plain, plain_stats))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("platform, expected", [
+    ("cpu", ("shifted", "dot", False)), ("gpu", ("conv", "conv", True)),
+    ("tpu", ("conv", "conv", False))])
+def test_auto_settings_follow_the_target_platform(platform, expected):
+  """A step compiled on this CPU for an accelerator gets the accelerator's formulation."""
+  config = factory.resolve_config("lite0")
+  module = factory.module_from_config(config, platform=platform)
+  assert (module.depthwise, module.pointwise, module.rematerialize) == expected
+  config.model.depthwise, config.rematerialize = "conv", "elementwise"
+  module = factory.module_from_config(config, platform="cpu")
+  assert (module.depthwise, module.rematerialize) == ("conv", True)
