@@ -2,6 +2,7 @@
 
   python eval.py --weights=RUN                      # the run's own config and eval split
   python eval.py --weights=RUN/best --no-ema        # the best checkpoint, raw weights
+  python eval.py --weights=QAT_RUN                  # a QAT run: its simulated-int8 top-1
   python eval.py --config=configs/lite0.py --weights=pretrained|FILE|FILE.tflite \\
       [--split=validation] [--output=RESULT.json]
 """
@@ -33,6 +34,8 @@ def print_summary(result: dict) -> None:
     details.append(f"step {result['step']}, the run's {result['kept_as']} checkpoint")
   print(f"{'weights':<16}{result['weights']}" + (f" ({', '.join(details)})" if details else ""))
   print(f"{'split':<16}{result['dataset']}/{result['split']}: {result['count']} images")
+  if result.get("simulated_int8"):
+    print(f"{'model':<16}simulated int8 (QAT: the integer network the exported file runs)")
   print(f"{'top-1':<16}{result['top1']:.4%}")
   if len(result["class_names"]) > 5:  # with 5 classes or fewer, top-5 is always 100%
     print(f"{'top-5':<16}{result['top5']:.4%}")

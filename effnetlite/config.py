@@ -139,6 +139,11 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   config.init_from = ""                 # "" | pretrained | PATH
   config.steps_per_epoch = -1           # -1: split size / batch size
   config.max_steps = -1                 # -1: num_epochs * steps_per_epoch
+
+  # Quantisation-aware training (effnetlite.quant): train, evaluate and export the int8 twin.
+  config.quantization = quantization = ml_collections.ConfigDict()
+  quantization.qat = False              # train the int8 network the TFLite file will run
+  quantization.range_decay = 0.99       # moving-average decay of the activation ranges
   return config
 
 

@@ -147,11 +147,13 @@ SCHEMA: dict[str, Rule] = {
     "init_from": PATH,
     "steps_per_epoch": number("int", low=1, or_minus_one=True),
     "max_steps": number("int", low=1, or_minus_one=True),
+    "quantization.qat": FLAG,
+    "quantization.range_decay": decay(),
 }
 
 # Keys and sections a config saved before they existed may lack: filled with the base
 # config's values, so older runs' config.json files still load (nothing else is defaulted).
-SECTIONS_ADDED_LATER = ("rematerialize",)
+SECTIONS_ADDED_LATER = ("rematerialize", "quantization")
 
 # The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
 SEARCH_SCHEMA: dict[str, Rule] = {
@@ -267,6 +269,12 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
     section, _, name = key.rpartition(".")
     holder = checked[section] if section else checked
     if key == "init_from":
+      if holder[name] and checked.quantization.qat and holder[name] not in WEIGHT_KEYWORDS \
+          and not os.path.exists(absolute_path(holder[name])):
+        raise UserError(f"config.init_from={holder[name]} does not exist: QAT fine-tunes trained "
+                        "float weights; train that run first (for configs/demo_qat.py: python "
+                        "train.py --config=configs/demo.py --workdir=runs/demo) or pass "
+                        "--config.init_from=RUN, 'pretrained' or a weights file")
       holder[name] = check_weights(holder[name], "config.init_from") if holder[name] else ""
     else:
       holder[name] = absolute_path(holder[name])
@@ -362,6 +370,9 @@ DESCRIPTIONS: dict[str, str] = {
     "init_from": "fine-tune from: 'pretrained', a run directory or a weights file",
     "steps_per_epoch": "steps per epoch (-1: split size / batch size)",
     "max_steps": "training length in steps (-1: num_epochs * steps_per_epoch)",
+    "quantization.qat": "quantisation-aware training: train (and evaluate, export) the int8 "
+                        "network with BN folded, per-channel weights, averaged activation ranges",
+    "quantization.range_decay": "QAT: moving-average decay of each activation's min and max",
     "search.phi": "compound coefficient of the search (the paper: 1)",
     "search.alpha_range": "depth coefficients searched",
     "search.beta_range": "width coefficients searched",

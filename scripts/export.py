@@ -6,6 +6,9 @@
   python scripts/export.py --weights=runs/ft --quantize=int8 --io=int8 --target=ethos-u65-256 \
       --output=ft-int8.tflite    # + ft-int8_vela.tflite for the i.MX 93's NPU
 
+  python scripts/export.py --weights=runs/qat --quantize=int8 --io=uint8 \
+      --output=qat-uint8.tflite   # a QAT run: its trained ranges, no calibration
+
 The .tflite file carries the class names (a run's own, or ImageNet's).
 """
 
@@ -13,7 +16,7 @@ import os
 
 from absl import flags
 
-from effnetlite import runs
+from effnetlite import quant, runs
 from effnetlite.export.options import FORMATS, IO_TYPES, QUANTIZE_MODES, ExportOptions
 from effnetlite.utils import cli, files
 from effnetlite.validation import check_pretrained, validate_config
@@ -66,7 +69,10 @@ def main(argv):
       calibration_dir=_CALIBRATION_DIR.value, check_dir=_CHECK_DIR.value,
       check_images=_CHECK_IMAGES.value, ema=_EMA.value,
       threads=_THREADS.value, target=_TARGET.value, require_npu=_REQUIRE_NPU.value)
-  options.check()
+  if quant.qat_enabled(config):  # the trained int8 network: its own ranges, no calibration
+    options.check_qat()
+  else:
+    options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
   from effnetlite.export import export_model, verify  # JAX/TF: after the checks
   report = export_model.export_model(config, options, _OUTPUT.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from effnetlite import quant
 from effnetlite.data import labels, pipeline, sources
 from effnetlite.utils.progress import progress_bar
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
@@ -27,7 +28,9 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
 
   The weights are read and checked against the config before the dataset is opened.
   A training checkpoint's step is reported, and whether it is the run's latest or
-  its best (`RUN/best`); per-class top-1 comes with the class names.
+  its best (`RUN/best`); per-class top-1 comes with the class names. With a QAT config
+  (`quantization.qat`) the JAX model is the int8 twin: `simulated_int8` says so, and its
+  metrics are those of the integer network the exported file computes.
   """
   weights = absolute_path(weights) if weights not in WEIGHT_KEYWORDS else weights
   described: dict[str, Any] = {}
@@ -57,6 +60,8 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True
     metrics = jax_eval.evaluate(evaluator, variables, pipeline.eval_batches(config, source),
                                 mesh, pipeline.eval_steps(source, config.eval_batch_size),
                                 progress=_progress(source.total_examples, "eval"))
+  if not weights.endswith(".tflite"):  # a QAT config evaluates its int8 twin
+    described["simulated_int8"] = quant.qat_enabled(config)
   return {**metrics, "weights": weights, **described,
           "ema": ema and not weights.endswith(".tflite"), "split": split,
           "variant": config.model.name, "dataset": config.dataset.name,

@@ -8,6 +8,7 @@ from typing import Any
 
 import ml_collections
 
+from effnetlite import quant
 from effnetlite.data import labels, preprocessing
 from effnetlite.errors import warn
 from effnetlite.export import calibration, convert, metadata, verify
@@ -23,6 +24,8 @@ def export_model(config: ml_collections.ConfigDict, options: ExportOptions, outp
   A .tflite file carries TFLite metadata with the weights' class names (a run's own,
   ImageNet's for 1000 classes) as its labels file.
   """
+  if quant.qat_enabled(config):
+    return export_qat(config, options, output)
   options.check()
   files.check_writable(output.rstrip(os.sep), "--output")
   module, variables = factory.create_model(config)
@@ -48,6 +51,37 @@ def export_model(config: ml_collections.ConfigDict, options: ExportOptions, outp
       warn(f"calibrated on {representative.seen} images: the calibration data holds fewer "
            f"than --calibration_steps={options.calibration_steps}")
   if options.target != "none":  # the NPU compile, once the int8 file has proved itself
+    from effnetlite.export import vela
+    report["npu"] = vela.compile_tflite(output, options.target, options.require_npu)
+  files.write_atomically(output + ".report.json", json.dumps(report, indent=2))
+  return report
+
+
+def export_qat(config: ml_collections.ConfigDict, options: ExportOptions, output: str
+               ) -> dict[str, Any]:
+  """A QAT run's full-integer file: the int8 network it trained, with its trained ranges
+  (no calibration), checked against the JAX simulation of that network on the check images."""
+  from effnetlite.quant import export as qexport
+  options.check_qat()
+  files.check_writable(output, "--output")
+  module, variables = factory.create_model(config)
+  variables = loading.load_weights(options.weights, config, variables, ema=options.ema)
+  names = labels.class_names(options.weights, config.dataset.num_classes)
+  data = qexport.convert_qat(module, variables, config.model.resolution, options.io,
+                             options.batch_size)
+  files.write_atomically(output, metadata.populate(data, classifier_info(config, options, names)))
+  pixels, image_labels, checked_on = calibration.check_images(config, options)
+  report = qexport.check_against_simulation(output, module, variables, pixels, image_labels,
+                                            options.threads)
+  report["checked_on"] = checked_on
+  report.update(quantize="int8", io=options.io, weights=options.weights,
+                variant=config.model.name, resolution=config.model.resolution,
+                quantization="QAT: the trained activation ranges and weights (no calibration)")
+  report["classes"] = _class_summary(names)
+  report["runtimes"] = _runtimes(options)
+  if not report["full_integer"]:
+    warn(f"{output} is not full-integer: float tensors {report['float_tensors'][:3]}")
+  if options.target != "none":
     from effnetlite.export import vela
     report["npu"] = vela.compile_tflite(output, options.target, options.require_npu)
   files.write_atomically(output + ".report.json", json.dumps(report, indent=2))

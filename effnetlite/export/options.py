@@ -34,6 +34,38 @@ class ExportOptions:
   target: str = "none"            # a Vela accelerator config (ethos-u65-256: i.MX 93) or none
   require_npu: bool = False       # operators left to the CPU: an error, not a warning
 
+  def check_qat(self) -> None:
+    """The options of a QAT run's export: a full-integer file with the trained ranges."""
+    if self.format != "tflite":
+      raise UserError(f"--format={self.format}: a QAT run exports as a full-integer .tflite; "
+                      "pass --format=tflite --quantize=int8")
+    if self.quantize != "int8":
+      raise UserError(f"--quantize={self.quantize}: a QAT run exports as the int8 network it "
+                      "trained; pass --quantize=int8 (its trained ranges, no calibration)")
+    if self.io not in ("int8", "uint8"):
+      raise UserError(f"--io={self.io}: a QAT file takes and returns integers; pass --io=uint8 "
+                      "(raw pixels in, as MediaPipe takes) or --io=int8")
+    if self.raw_pixels:
+      raise UserError("--input=pixels is for float files; a QAT file's integer input already "
+                      "is the raw pixels (its quantisation does the normalisation)")
+    if self.probabilities:
+      raise UserError("--outputs=probabilities is not available for a QAT export (its int8 "
+                      "logits are what was trained); pass --outputs=logits")
+    if self.batch_size < 1:
+      raise UserError(f"--batch_size={self.batch_size} must be at least 1")
+    if self.target != "none":
+      from effnetlite.export import vela
+      vela.check_target(self.target)
+    elif self.require_npu:
+      raise UserError("--require_npu needs an NPU: pass --target=ACCELERATOR (e.g. "
+                      "ethos-u65-256, the i.MX 93's Ethos-U65)")
+    if self.calibration_dir:
+      raise UserError("--calibration_dir: a QAT export uses the ranges trained with the "
+                      "weights and calibrates nothing; leave it out")
+    if self.check_dir and not os.path.isdir(self.check_dir):
+      raise UserError(f"--check_dir={self.check_dir} is not a directory; pass a folder of "
+                      "images")
+
   def check(self) -> None:
     """Every option on its own and together; one UserError naming the flag."""
     for flag, value, allowed in (("--format", self.format, FORMATS),

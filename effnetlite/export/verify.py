@@ -92,14 +92,25 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{report['output']['zero_point']}"),
           ("ops", ", ".join(report["ops"])),
           ("max |delta output| vs JAX", f"{report['max_abs_output_diff']:.3g}"),
-          ("checked on", report["checked_on"]),
-          ("top-1 agreement vs JAX float", f"{report['top1_agreement']:.2%} of "
-                                           f"{report['images']}"),
-          (f"  where float p >= {CONFIDENT}", "n/a" if report["top1_agreement_confident"] is None
-           else f"{report['top1_agreement_confident']:.2%} of {report['confident_images']}"),
-          ("latency, batch 1", f"{report['latency_ms_batch1']:.2f} ms "
-                               f"({report['threads']} threads)")]
-  for key in ("float_top1", "tflite_top1", "latency_ratio_vs_float"):
+          ("checked on", report["checked_on"])]
+  if "max_output_steps_vs_simulation" in report:  # a QAT file: against its simulation
+    rows += [("quantization", report["quantization"]),
+             ("full integer", "yes" if report["full_integer"] else
+              f"no: float tensors {', '.join(report['float_tensors'][:3])}"),
+             ("top-1 agreement vs JAX int8 simulation",
+              f"{report['top1_agreement']:.2%} of {report['images']}"),
+             ("max |delta output| in output steps",
+              f"{report['max_output_steps_vs_simulation']:.3g} (within 1 step: "
+              f"{report['outputs_within_1_step']:.2%})")]
+  else:
+    rows += [("top-1 agreement vs JAX float", f"{report['top1_agreement']:.2%} of "
+                                              f"{report['images']}"),
+             (f"  where float p >= {CONFIDENT}", "n/a" if report["top1_agreement_confident"]
+              is None else f"{report['top1_agreement_confident']:.2%} of "
+              f"{report['confident_images']}")]
+  rows.append(("latency, batch 1", f"{report['latency_ms_batch1']:.2f} ms "
+                                   f"({report['threads']} threads)"))
+  for key in ("float_top1", "simulated_top1", "tflite_top1", "latency_ratio_vs_float"):
     if key in report:
       rows.append((key.replace("_", " "), f"{report[key]:.4g}"))
   if "calibration_images" in report:

@@ -8,6 +8,7 @@ EMA checkpoint kept apart in `workdir/best`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from effnetlite import runs
+from effnetlite import quant, runs
 from effnetlite.data import pipeline, sources
 from effnetlite.errors import UserError
 from effnetlite.evaluation import jax_eval
@@ -66,6 +67,12 @@ def check_run(config: ml_collections.ConfigDict, workdir: str
   if runs.find_run(workdir) != workdir or not runs.has_checkpoints(workdir):
     return None
   previous = runs.load_config(workdir)
+  if quant.qat_enabled(previous) != quant.qat_enabled(config):
+    kinds = ("a quantisation-aware (QAT)", "a float") if quant.qat_enabled(previous) else (
+        "a float", "a QAT")
+    raise UserError(f"workdir {workdir} holds {kinds[0]} run and the config asks for {kinds[1]} "
+                    "one; pass a new --workdir (QAT from this run: --config.init_from="
+                    f"{workdir})")
   if config.dataset.num_classes == runs.FROM_DATA:
     config.dataset.num_classes = previous.dataset.num_classes
   runs.check_architecture(workdir, previous, config, fix="pass a new --workdir for this model, or "
@@ -121,6 +128,22 @@ def _record_session(config: ml_collections.ConfigDict, workdir: str,
     runs.save_class_names(workdir, class_names)
 
 
+# Training batches whose activations start a QAT run's moving-average ranges.
+QAT_OBSERVED_BATCHES = 4
+
+
+def _observe_ranges(module, variables: dict, config: ml_collections.ConfigDict,
+                    source: sources.Source, mesh) -> dict:
+  """A fresh QAT run's variables with each activation range averaged over the first
+  training batches (BN statistics and weights unchanged), so the first steps already
+  train with ranges of these weights rather than of one batch."""
+  from effnetlite.data.preprocessing import normalize
+  from effnetlite.quant import model as qmodel
+  batches = itertools.islice(pipeline.train_batches(config, source, 0), QAT_OBSERVED_BATCHES)
+  images = (normalize(pipeline.to_global(batch, mesh)["image"]) for batch in batches)
+  return jax.device_get(qmodel.observe_ranges(module, variables, images))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        on_eval: Callable[[int, dict[str, float]], None] | None = None
                        ) -> dict[str, float]:
@@ -171,6 +194,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if config.init_from:  # fine-tuning: another class count re-initialises the classifier
       variables = loading.load_weights(config.init_from, config, variables,
                                        reset_classifier=None)
+    if quant.qat_enabled(config):  # the int8 ranges start from the weights' activations
+      variables = _observe_ranges(module, variables, config, train_source, mesh)
+    if config.init_from or quant.qat_enabled(config):
       state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(config.seed))
     state = jax.device_put(state, replicated)
   start_step = int(state.step)

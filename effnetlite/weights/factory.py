@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from effnetlite import config as config_lib
-from effnetlite import runs
+from effnetlite import quant, runs
 from effnetlite.errors import UserError
 from effnetlite.nn.layers import resolve_impl
 from effnetlite.nn.model import EfficientNetLite
@@ -39,7 +39,9 @@ def compute_dtype(name: str) -> Any:
 
 def module_from_config(config: ml_collections.ConfigDict, platform: str | None = None,
                        **overrides: Any) -> EfficientNetLite:
-  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv').
+  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv'):
+  EfficientNetLite, or with `config.quantization.qat` its int8 twin
+  (`effnetlite.quant.model.QuantizedEfficientNetLite`), which reads the same variables.
 
   'auto' layer formulations are resolved for `platform` ('cpu', 'gpu', 'tpu'; default:
   JAX's default backend), so a step compiled ahead of time for an accelerator on a
@@ -59,7 +61,11 @@ def module_from_config(config: ml_collections.ConfigDict, platform: str | None =
       dtype=compute_dtype(model.dtype),
       rematerialize=resolve_rematerialize(config.rematerialize, platform))
   kwargs.update(overrides)
-  return EfficientNetLite(**kwargs)
+  module = EfficientNetLite(**kwargs)
+  if quant.qat_enabled(config):  # the int8 twin: the same variables plus activation ranges
+    from effnetlite.quant import model as qmodel
+    return qmodel.qat_module(module, config.quantization.range_decay)
+  return module
 
 
 def resolve_rematerialize(setting: str, platform: str | None = None) -> bool:

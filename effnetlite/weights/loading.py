@@ -17,6 +17,7 @@ import ml_collections
 from effnetlite import config as config_lib
 from effnetlite import runs
 from effnetlite.errors import WeightsError
+from effnetlite.quant.model import RANGES
 from effnetlite.validation import absolute_path
 from effnetlite.weights import importers
 
@@ -45,9 +46,34 @@ def pretrained_weights_path(name: str) -> str:
   return files[0]
 
 
+def _ranges(variables: dict[str, Any]) -> Any:
+  """The QAT activation ranges held in `variables` (None for a float model's)."""
+  return variables.get("batch_stats", {}).get(RANGES)
+
+
+def _with_template_ranges(variables: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+  """Float weights loaded into a QAT model: the template's (unobserved) ranges added."""
+  ranges = _ranges(template)
+  if ranges is None or _ranges(variables) is not None:
+    return variables
+  return {**variables, "batch_stats": {**variables.get("batch_stats", {}), RANGES: ranges}}
+
+
+def _float_part(variables: dict[str, Any]) -> dict[str, Any]:
+  """Variables without QAT activation ranges (in raw and EMA copies alike)."""
+  return {key: ({k: v for k, v in value.items() if k != RANGES}
+                if key.endswith("batch_stats") else value)
+          for key, value in variables.items()}
+
+
 def load_weights(weights: str, config: ml_collections.ConfigDict, template: dict[str, Any],
                  reset_classifier: bool | None = False, ema: bool = True) -> dict[str, Any]:
-  """Variables for `config` from `weights`: "pretrained", "random", a file or a directory."""
+  """Variables for `config` from `weights`: "pretrained", "random", a file or a directory.
+
+  A QAT model (`template` with activation ranges) takes any float weights, its ranges then
+  unobserved (`effnetlite.quant.model.observe_ranges` fills them), or a QAT run's weights
+  with their ranges; a float model takes a QAT run's weights without the ranges.
+  """
   from effnetlite.weights import checkpoints  # orbax: imported only when needed
   model = config.model
   if weights == "random":  # the TF initialisers: for latency and export checks
@@ -58,8 +84,10 @@ def load_weights(weights: str, config: ml_collections.ConfigDict, template: dict
     path = absolute_path(weights)  # orbax reads absolute paths only
   if checkpoints.is_training_checkpoint(path):
     return load_checkpoint(path, config, template, reset_classifier, ema)[1]
-  return importers.load_external(path, template, model.width, model.depth, reset_classifier,
-                                 model_name=model.name, stem_channels=model.stem_channels)
+  variables = importers.load_external(path, _float_part(template), model.width, model.depth,
+                                      reset_classifier, model_name=model.name,
+                                      stem_channels=model.stem_channels)
+  return _with_template_ranges(variables, template)
 
 
 def load_checkpoint(path: str, config: ml_collections.ConfigDict, template: dict[str, Any],
@@ -74,7 +102,12 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict, template: dict
     raise WeightsError(
         f"checkpoint {step} was trained as {trained['model']['name']} but the config is "
         f"{config.model.name} ({runs.describe(changed)}); pass the config it was trained with")
+  quantized = _ranges(template) is not None and _ranges(stored) is not None
+  if not quantized:  # float weights into either model, or a QAT run's into a float model
+    stored, fitted = _float_part(stored), _float_part(template)
+  else:
+    fitted = template
   variables = checkpoints.inference_variables_from(
-      stored, template, ema=ema, reset_classifier=reset_classifier,
+      stored, fitted, ema=ema, reset_classifier=reset_classifier,
       model_name=f"{config.model.name} (checkpoint {step})")
-  return str(step), variables
+  return str(step), _with_template_ranges(variables, template)

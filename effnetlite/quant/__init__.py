@@ -1,0 +1,18 @@
+"""Quantisation-aware training and its int8 TFLite export.
+
+- `fake_quant`: TFLite's int8 rules, straight-through fake quantisation, the
+  `quant.fake_quant` composite the converter reads (strict QDQ);
+- `model`: `QuantizedEfficientNetLite`, the int8 twin reading EfficientNetLite's variables
+  (BN folded with frozen statistics, per-channel weights, moving-average activation
+  ranges in `batch_stats["quant_ranges"]`), `qat_module`, `with_ranges`,
+  `without_ranges`, `observe_ranges`, `quant_table`;
+- `stablehlo`: the one place jax2tf's StableHLO is written for TF 2.21's converter;
+- `export`: `convert_qat` (full-integer file, int8/uint8 I/O, no calibration) and
+  `check_against_simulation`.
+"""
+
+
+def qat_enabled(config) -> bool:
+  """Whether a config (or a run's saved config, perhaps older than the key) asks for QAT."""
+  section = config.get("quantization") if hasattr(config, "get") else None
+  return bool(section and section.get("qat", False))

@@ -1,0 +1,487 @@
+"""The quantised twin of `EfficientNetLite`: the int8 network a QAT run trains and exports.
+
+`QuantizedEfficientNetLite` reads the same variables as the float model - `params` and the
+BN statistics in `batch_stats`, under the same names - plus one entry,
+`batch_stats["quant_ranges"]`, holding each activation's averaged range. It computes
+what the exported full-integer TFLite file computes:
+
+- BN folded into the kernels with the frozen (running) statistics:
+  w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps); the
+  statistics are read, never updated (the float model's BN updates them; QAT does not);
+- weights per-channel symmetric int8 (max|w'| / 127, narrow range), biases int32 at
+  input scale x weight scale;
+- activations per-tensor asymmetric int8 after every fused conv(+ReLU6), every residual
+  add and the classifier; the input at the fixed (scale 1/128, zero point -1) that maps
+  uint8 pixels p exactly onto the normalised (p - 127) / 128, so int8 and uint8 I/O are
+  both exact;
+- the full-window average pool keeps its input's scale and zero point and rounds the mean
+  of the int8 codes half away from zero, as TFLite's int8 AVERAGE_POOL_2D does.
+
+Outside the export the forward pass is that integer arithmetic, code for code, as LiteRT's
+default CPU path (XNNPACK) runs the file: each conv / fully-connected layer accumulates
+the int8 codes exactly (integers in float32 at full precision) plus the int32 bias, then
+requantises like XNNPACK (float32(acc) times the float32 multiplier s_in * s_w / s_out,
+rounded half to even); the residual ADD is XNNPACK's fixed-point ADD; the scales are IEEE
+float32 values (`fake_quant.ieee_divide`). A float simulation of the same network (round
+after float convolutions) rounds ~1e-6 of the codes differently, and an EfficientNet
+carries such a one-step difference into several output steps a few blocks later.
+Gradients pass straight through every rounding.
+
+Activation ranges are exponential moving averages (decay `range_decay`) of each batch's
+min and max, updated in training (`mutable=["batch_stats"]`) and initialised from the
+first batch. Why averaged rather than learned: the ranges then need no learning rate,
+weight decay or optimiser state of their own (the recipe's RMSProp at the weights' rate
+would move a clipping threshold by its own size in one step), they cannot collapse, and
+a run's EMA copy of `batch_stats` averages them like the BN statistics; this is the
+scheme of TF's own QAT (tfmot's MovingAverageQuantizer) and of qwix's ODML provider.
+
+With `table` set (export), every scale comes from that table of numpy values and every
+fake-quant is a `quant.fake_quant` composite the TFLite converter reads; `quant_table`
+computes the table from concrete variables by running this module once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax import lax
+
+from effnetlite.nn import architecture, layers
+from effnetlite.nn.depthwise import depthwise_shifted
+from effnetlite.nn.model import EfficientNetLite, drop_connect
+from effnetlite.quant import fake_quant as fq
+
+RANGES = "quant_ranges"          # batch_stats[RANGES][point] = {"min", "max", "count"}
+TABLE = "quant_table"            # the collection `quant_table` captures the scales in
+ACTIVATIONS = "quant_activations"  # every int8 activation (dequantised), when mutable
+# The normalised input (p - 127) / 128 of uint8 pixels p, exactly: int8 code p - 128.
+INPUT_SCALE = 1.0 / 128.0
+INPUT_ZERO_POINT = -1.0
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+class QTensor(NamedTuple):
+  """An activation on its int8 grid: float values, scale, zero point."""
+  value: jax.Array
+  scale: Any
+  zero_point: Any
+
+
+@dataclasses.dataclass(eq=False)
+class QuantTable:
+  """Static quantisation parameters by point name (numpy); hashed by identity."""
+  entries: dict[str, dict[str, np.ndarray]]
+
+  def __getitem__(self, name: str) -> dict[str, np.ndarray]:
+    return self.entries[name]
+
+
+class _Context:
+  """What one forward pass shares between layers: ranges in, ranges out, captured scales."""
+
+  def __init__(self, stored: dict, update: bool, initializing: bool, decay: float,
+               table: QuantTable | None):
+    self.stored, self.update, self.initializing = stored, update, initializing
+    self.decay, self.table = decay, table
+    self.new_ranges: dict[str, Any] = {}
+    self.captured: dict[str, dict[str, Any]] = {}
+    self.values: dict[str, jax.Array] = {}    # every quantised activation, for checks
+
+  def activation_params(self, name: str, x: jax.Array) -> tuple[Any, Any]:
+    """(scale, zero point) of point `name`, its range observed on x first in training."""
+    batch_min = lax.stop_gradient(jnp.min(x)).astype(jnp.float32)
+    batch_max = lax.stop_gradient(jnp.max(x)).astype(jnp.float32)
+    stored = self.stored.get(name)
+    if stored is None or self.initializing:
+      low, high = batch_min, batch_max
+      self.new_ranges[name] = {"min": jnp.zeros((), jnp.float32),
+                               "max": jnp.zeros((), jnp.float32),
+                               "count": jnp.zeros((), jnp.float32)}
+    else:
+      seen = stored["count"] > 0
+      if self.update:
+        low = jnp.where(seen, self.decay * stored["min"] + (1 - self.decay) * batch_min,
+                        batch_min)
+        high = jnp.where(seen, self.decay * stored["max"] + (1 - self.decay) * batch_max,
+                         batch_max)
+        self.new_ranges[name] = {"min": low, "max": high, "count": stored["count"] + 1}
+      else:  # never observed (a fresh model evaluated): this batch's range
+        low = jnp.where(seen, stored["min"], batch_min)
+        high = jnp.where(seen, stored["max"], batch_max)
+    scale, zero_point = fq.activation_params(low, high)
+    self.captured[name] = {"scale": scale, "zero_point": zero_point}
+    return scale, zero_point
+
+  def activation(self, name: str, x: jax.Array) -> QTensor:
+    """x fake-quantised at point `name` (float rounding: the residual ADD)."""
+    if self.table is not None:
+      entry = self.table[name]
+      scale, zero_point = entry["scale"], entry["zero_point"]
+      value = fq.fake_quant_composite(x, scale, zero_point)
+      return QTensor(value, float(scale.reshape(-1)[0]), float(zero_point.reshape(-1)[0]))
+    scale, zero_point = self.activation_params(name, x)
+    value = fq.fake_quant(x, scale, zero_point)
+    self.values[name] = value
+    return QTensor(value, scale, zero_point)
+
+  def requantized(self, name: str, accumulator: jax.Array, real: jax.Array,
+                  accumulator_scale: Any, relu: bool) -> QTensor:
+    """The int8 output of an integer conv / fully-connected layer at point `name`, as
+    XNNPACK computes it from the exact int32 accumulator: float32(acc) times the float32
+    multiplier (s_in * s_w) / s_out, clamped (fused ReLU6), rounded half to even, plus the
+    zero point. `real` (acc * s_in * s_w, before ReLU6) carries the straight-through
+    gradient and the observed range."""
+    y = jax.nn.relu6(real) if relu else real
+    scale, zero_point = self.activation_params(name, y)
+    multiplier = fq.ieee_divide(accumulator_scale, scale)
+    low, high = float(fq.INT8_MIN), float(fq.INT8_MAX)
+    if relu:  # TFLite's fused-activation range: the codes of 0 and 6, within int8
+      low = jnp.maximum(low, zero_point)
+      high = jnp.minimum(high, zero_point + fq.round_half_away(fq.ieee_divide(6.0, scale)))
+    acc = lax.stop_gradient(accumulator)
+    codes = jnp.round(jnp.clip(acc * multiplier, low - zero_point, high - zero_point))
+    exact = lax.stop_gradient(codes * scale)
+    clipped = jnp.clip(y, (fq.INT8_MIN - zero_point) * scale, (fq.INT8_MAX - zero_point) * scale)
+    value = clipped + lax.stop_gradient(exact - clipped)
+    self.values[name] = value
+    return QTensor(value, scale, zero_point)
+
+  def add(self, name: str, a: QTensor, b: QTensor) -> QTensor:
+    """The residual ADD at point `name` as XNNPACK's int8 kernel computes it: each input's
+    scale ratio s_a / s_out, s_b / s_out (float32) as a fixed-point multiplier of 2^shift,
+    shift = 20 - floor(log2(the larger ratio)) (multipliers rounded half to even), the
+    two products of the codes less their zero points summed in int32 with 2^(shift-1),
+    shifted right arithmetically (halves round up), clamped, plus the zero point."""
+    real = a.value + b.value
+    if self.table is not None:
+      return self.activation(name, real)
+    scale, zero_point = self.activation_params(name, real)
+    ratio_a, ratio_b = fq.ieee_divide(a.scale, scale), fq.ieee_divide(b.scale, scale)
+    _, exponent = jnp.frexp(jnp.maximum(ratio_a, ratio_b))  # larger ratio = m * 2^exponent
+    shift = (21 - exponent).astype(jnp.int32)
+    multiplier_a = jnp.round(jnp.ldexp(ratio_a, shift)).astype(jnp.int32)
+    multiplier_b = jnp.round(jnp.ldexp(ratio_b, shift)).astype(jnp.int32)
+    codes_a = jnp.round(lax.stop_gradient(a.value / a.scale)).astype(jnp.int32)
+    codes_b = jnp.round(lax.stop_gradient(b.value / b.scale)).astype(jnp.int32)
+    total = (multiplier_a * codes_a + multiplier_b * codes_b
+             + jnp.left_shift(jnp.int32(1), shift - 1))
+    codes = jnp.right_shift(total, shift).astype(jnp.float32)
+    codes = jnp.clip(codes, fq.INT8_MIN - zero_point, fq.INT8_MAX - zero_point)
+    exact = lax.stop_gradient(codes * scale)
+    clipped = jnp.clip(real, (fq.INT8_MIN - zero_point) * scale,
+                       (fq.INT8_MAX - zero_point) * scale)
+    value = clipped + lax.stop_gradient(exact - clipped)
+    self.values[name] = value
+    return QTensor(value, scale, zero_point)
+
+  def weight(self, name: str, kernel: jax.Array, channel_axis: int) -> tuple[jax.Array, Any]:
+    """(fake-quantised kernel, per-channel scale): symmetric, narrow range."""
+    if self.table is not None:
+      scale = self.table[name]["scale"]
+      value = fq.fake_quant_composite(kernel, scale, None, narrow_range=True,
+                                      quantization_dimension=channel_axis % kernel.ndim)
+      return value, scale
+    scale = lax.stop_gradient(fq.weight_scale(kernel, channel_axis))
+    self.captured[name] = {"scale": scale}
+    shape = [1] * kernel.ndim
+    shape[channel_axis] = -1
+    return fq.fake_quant(kernel, scale.reshape(shape), 0.0, narrow_range=True), scale
+
+
+
+class _Kernel(nn.Module):
+  """A convolution's `kernel` parameter under the float model's name for that layer."""
+  shape: tuple[int, ...]
+  fan_out: int
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param("kernel", layers.conv_kernel_init(self.fan_out), self.shape, jnp.float32)
+
+
+class _BatchNormVariables(nn.Module):
+  """The float BN's `scale`, `bias` and `batch_stats/mean`, `var`, read only."""
+  channels: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, ...]:
+    c = self.channels
+    mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    return scale, bias, mean.value, var.value
+
+
+class _DenseVariables(nn.Module):
+  features: int
+  inputs: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", layers.dense_kernel_init(self.features),
+                        (self.inputs, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return kernel, bias
+
+
+@jax.custom_vjp
+def _pointwise_exact(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`layers.pointwise_dot` at full float32 precision (no TF32: integer operands stay exact),
+  with its gradient rule."""
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
+                         precision=lax.Precision.HIGHEST)
+
+
+_pointwise_exact.defvjp(lambda x, kernel: (_pointwise_exact(x, kernel), (x, kernel)),
+                        layers._pointwise_dot_bwd)  # noqa: SLF001 - the same rule
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, depthwise: bool, depthwise_impl: str,
+          pointwise_impl: str) -> jax.Array:
+  """The float model's convolution implementations at full float32 precision (on integer
+  codes in training and evaluation, so the accumulators are exact)."""
+  if depthwise:
+    if layers.resolve_impl(depthwise_impl, ("auto", "conv", "shifted"), "shifted") == "shifted":
+      return depthwise_shifted(x, kernel, stride)  # elementwise products and sums: exact
+    return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                    dimension_numbers=_DIMENSIONS,
+                                    feature_group_count=x.shape[-1],
+                                    precision=lax.Precision.HIGHEST)
+  if kernel.shape[0] == 1 and stride == 1 and layers.resolve_impl(
+      pointwise_impl, ("auto", "conv", "dot"), "dot") == "dot":
+    return _pointwise_exact(x, kernel[0, 0])
+  return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                  dimension_numbers=_DIMENSIONS,
+                                  precision=lax.Precision.HIGHEST)
+
+
+def _conv_bn(ctx: _Context, x: QTensor, features: int, kernel_size: int = 1, stride: int = 1,
+             depthwise: bool = False, relu: bool = True, *, conv_name: str, bn_name: str,
+             point: str, epsilon: float, depthwise_impl: str, pointwise_impl: str) -> QTensor:
+  """conv -> BN folded into it -> optional ReLU6 -> int8 activation `point`. Called inside
+  a compact method, so its variables sit under that module as the float model's do."""
+  k, cin = kernel_size, x.value.shape[-1]
+  if depthwise:
+    kernel = _Kernel((k, k, 1, cin), k * k, name=conv_name)()
+  else:
+    kernel = _Kernel((k, k, cin, features), k * k * features, name=conv_name)()
+  gamma, beta, mean, var = _BatchNormVariables(kernel.shape[-1], name=bn_name)()
+  factor = gamma * lax.rsqrt(var + epsilon)
+  folded_kernel, folded_bias = kernel * factor, beta - mean * factor
+  wq, w_scale = ctx.weight(point + ".kernel", folded_kernel, -1)
+
+  def conv(inputs, kernel_values):
+    return _conv(inputs, kernel_values, stride, depthwise, depthwise_impl, pointwise_impl)
+  if ctx.table is not None:  # export: float ops between composites, the converter's input
+    y = conv(x.value, wq) + folded_bias
+    return ctx.activation(point, jax.nn.relu6(y) if relu else y)
+  return _integer_layer(ctx, point, x, wq, w_scale, folded_bias, conv, relu)
+
+
+def _integer_layer(ctx: _Context, point: str, x: QTensor, wq: jax.Array, w_scale: Any,
+                   bias: jax.Array, op: Any, relu: bool) -> QTensor:
+  """A conv or fully-connected layer in integer arithmetic: `op` (linear) applied to the
+  int8 codes (input minus its zero point, weights) gives the int32 accumulator exactly -
+  integers in float32, exact while partial sums stay below 2^24 - plus the int32 bias,
+  then requantised as XNNPACK does. Gradients pass straight through the roundings."""
+  x_codes = fq.round_ste(x.value / lax.stop_gradient(x.scale))
+  w_codes = fq.round_ste(wq / w_scale)
+  accumulator_scale = lax.stop_gradient(x.scale * w_scale)
+  bias_codes = jnp.clip(fq.round_ste(bias / accumulator_scale), -fq.INT32_MAX, fq.INT32_MAX)
+  accumulator = op(x_codes, w_codes) + bias_codes
+  return ctx.requantized(point, accumulator, accumulator * accumulator_scale,
+                         accumulator_scale, relu)
+
+
+def avg_pool_int8(x: QTensor) -> QTensor:
+  """TFLite's int8 full-window AVERAGE_POOL_2D: the mean of the int8 codes rounded half
+  away from zero, at the input's scale and zero point (straight-through gradient)."""
+  mean = jnp.mean(x.value, axis=(1, 2))
+  codes = jnp.round(x.value / x.scale) + x.zero_point
+  count = x.value.shape[1] * x.value.shape[2]
+  total = jnp.sum(codes, axis=(1, 2))
+  rounded = jnp.sign(total) * jnp.floor((jnp.abs(total) + count // 2) / count)
+  exact = (rounded - x.zero_point) * x.scale
+  return QTensor(mean + lax.stop_gradient(exact - mean), x.scale, x.zero_point)
+
+
+class _Block(nn.Module):
+  """MBConvBlock, quantised; parameter names as `effnetlite.nn.model.MBConvBlock`."""
+  spec: architecture.BlockSpec
+  prefix: str
+  epsilon: float
+  depthwise_impl: str
+  pointwise_impl: str
+
+  @nn.compact
+  def __call__(self, ctx: _Context, inputs: QTensor, train: bool) -> QTensor:
+    spec, p = self.spec, self.prefix
+    common = dict(epsilon=self.epsilon, depthwise_impl=self.depthwise_impl,
+                  pointwise_impl=self.pointwise_impl)
+    x = inputs
+    if spec.expand_ratio != 1:
+      x = _conv_bn(ctx, x, spec.expanded_channels, conv_name="expand_conv",
+                   bn_name="expand_bn", point=f"{p}_expand", **common)
+    x = _conv_bn(ctx, x, spec.expanded_channels, spec.kernel_size, spec.stride,
+                 depthwise=True, conv_name="depthwise_conv", bn_name="depthwise_bn",
+                 point=f"{p}_depthwise", **common)
+    x = _conv_bn(ctx, x, spec.out_channels, relu=False, conv_name="project_conv",
+                 bn_name="project_bn", point=f"{p}_project", **common)
+    if not spec.has_residual:
+      return x
+    branch = x.value
+    if train and spec.drop_connect_rate > 0:
+      branch = drop_connect(branch, spec.drop_connect_rate, self.make_rng("dropout"))
+    return ctx.add(f"{p}_add", x._replace(value=branch), inputs)
+
+
+class QuantizedEfficientNetLite(nn.Module):
+  """EfficientNet-Lite as the int8 TFLite file computes it (fields as EfficientNetLite's,
+  plus `range_decay` and, for export, `table`). Computes in float32 whatever `dtype`."""
+  width: float = 1.0
+  depth: float = 1.0
+  num_classes: int = 1000
+  dropout_rate: float = 0.2
+  drop_connect_rate: float = 0.2
+  stem_channels: int = architecture.STEM_CHANNELS
+  head_channels: int = architecture.HEAD_CHANNELS
+  bn_momentum: float = 0.99          # unused: the statistics are frozen
+  bn_epsilon: float = 1e-3
+  depthwise: str = "auto"
+  pointwise: str = "auto"
+  dtype: Any = jnp.float32
+  range_decay: float = 0.99
+  table: QuantTable | None = None
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False,
+               return_features: bool = False) -> jax.Array | dict[str, jax.Array]:
+    # With a table (export) the ranges are not read: the table holds what they say.
+    store = self.variable("batch_stats", RANGES, dict) if self.table is None else None
+    initializing = self.is_initializing()
+    update = (train and self.is_mutable_collection("batch_stats") and not initializing
+              and self.table is None)
+    ctx = _Context(dict(store.value) if store else {}, update, initializing, self.range_decay,
+                   self.table)
+    common = dict(epsilon=self.bn_epsilon, depthwise_impl=self.depthwise,
+                  pointwise_impl=self.pointwise)
+    if self.table is not None:
+      x = QTensor(fq.fake_quant_composite(images, np.float32([INPUT_SCALE]),
+                                          np.float32([INPUT_ZERO_POINT])),
+                  INPUT_SCALE, INPUT_ZERO_POINT)
+    else:
+      x = QTensor(fq.fake_quant(images.astype(jnp.float32), INPUT_SCALE, INPUT_ZERO_POINT),
+                  INPUT_SCALE, INPUT_ZERO_POINT)
+    features: dict[str, jax.Array] = {}
+    x = _conv_bn(ctx, x, self.stem_channels, 3, 2, conv_name="stem_conv", bn_name="stem_bn",
+                 point="stem", **common)
+    specs = architecture.block_specs(self.width, self.depth, self.drop_connect_rate,
+                                     stem_channels=self.stem_channels)
+    stride = 2
+    for index, spec in enumerate(specs):
+      if spec.stride > 1:
+        features[f"stride_{stride}"] = x.value
+        stride *= spec.stride
+      x = _Block(spec, f"block_{index}", name=f"block_{index}", **{
+          "epsilon": self.bn_epsilon, "depthwise_impl": self.depthwise,
+          "pointwise_impl": self.pointwise})(ctx, x, train)
+    features[f"stride_{stride}"] = x.value
+    x = _conv_bn(ctx, x, self.head_channels, conv_name="head_conv", bn_name="head_bn",
+                 point="head", **common)
+    features["head"] = x.value
+    if self.table is not None:  # AVERAGE_POOL_2D, its output at the input's parameters
+      pooled = nn.avg_pool(x.value, window_shape=x.value.shape[1:3]).reshape(
+          x.value.shape[0], -1)
+      head = self.table["head"]
+      pooled = QTensor(fq.fake_quant_composite(pooled, head["scale"], head["zero_point"]),
+                       x.scale, x.zero_point)
+    else:
+      pooled = avg_pool_int8(x)
+    features["pooled"] = pooled.value
+    kernel, bias = _DenseVariables(self.num_classes, pooled.value.shape[-1],
+                                   name="classifier")()
+    inputs = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled.value)
+    wq, w_scale = ctx.weight("classifier.kernel", kernel, -1)
+    if self.table is not None:
+      logits = ctx.activation("logits", inputs @ wq + bias).value
+    else:
+      inputs = QTensor(inputs, pooled.scale, pooled.zero_point)
+      logits = _integer_layer(ctx, "logits", inputs, wq, w_scale, bias, _pointwise_exact,
+                              relu=False).value
+    if self.table is None:
+      if update or initializing:
+        store.value = ctx.new_ranges
+      if self.is_mutable_collection(TABLE) and not initializing:
+        for name, entry in ctx.captured.items():
+          self.put_variable(TABLE, name, entry)
+      if self.is_mutable_collection(ACTIVATIONS) and not initializing:
+        for name, value in ctx.values.items():
+          self.put_variable(ACTIVATIONS, name, value)
+    if return_features:
+      return {**features, "logits": logits}
+    return logits
+
+
+def qat_module(float_module: EfficientNetLite, range_decay: float = 0.99
+               ) -> QuantizedEfficientNetLite:
+  """The twin of a float module: its architecture fields (those the twin has; speed-only
+  settings of the float module such as rematerialisation are not carried over)."""
+  own = {f.name for f in dataclasses.fields(QuantizedEfficientNetLite)}
+  fields = {f.name: getattr(float_module, f.name) for f in dataclasses.fields(EfficientNetLite)
+            if f.name in own and f.name not in ("parent", "name", "range_decay", "table")}
+  return QuantizedEfficientNetLite(**fields, range_decay=range_decay)
+
+
+def with_ranges(module: QuantizedEfficientNetLite, variables: dict[str, Any],
+                resolution: int) -> dict[str, Any]:
+  """Float variables plus unobserved activation ranges (count 0), ready for QAT; variables
+  that already hold ranges are returned as they are."""
+  if RANGES in variables.get("batch_stats", {}):
+    return variables
+  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  fresh = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), images))
+  ranges = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), fresh["batch_stats"][RANGES])
+  return {**variables, "batch_stats": {**variables["batch_stats"], RANGES: ranges}}
+
+
+def without_ranges(variables: dict[str, Any]) -> dict[str, Any]:
+  """The float model's variables of a QAT model (the ranges dropped)."""
+  stats = {k: v for k, v in variables.get("batch_stats", {}).items() if k != RANGES}
+  return {**variables, "batch_stats": stats}
+
+
+def observe_ranges(module: QuantizedEfficientNetLite, variables: dict[str, Any],
+                   batches: Any) -> dict[str, Any]:
+  """Variables whose activation ranges were averaged over `batches` of normalised images
+  (BN statistics and weights unchanged): the start of a QAT run, or a check."""
+  step = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"],
+                                           rngs={"dropout": jax.random.PRNGKey(0)})[1])
+  for images in batches:
+    variables = {**variables, "batch_stats": step(variables, images)["batch_stats"]}
+  return variables
+
+
+def quant_table(module: QuantizedEfficientNetLite, variables: dict[str, Any],
+                resolution: int) -> QuantTable:
+  """Every static scale and zero point of the export, computed from `variables` by the
+  module's own arithmetic (one evaluation-mode pass; the input does not matter)."""
+  ranges = variables.get("batch_stats", {}).get(RANGES)
+  if not ranges:
+    raise ValueError("these variables hold no activation ranges: not a QAT model")
+  unseen = sorted(name for name, entry in ranges.items() if float(entry["count"]) <= 0)
+  if unseen:
+    raise ValueError(f"activation range {unseen[0]} was never observed: train (or "
+                     "observe_ranges) before exporting")
+  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  _, captured = jax.jit(lambda v: module.apply(v, images, train=False, mutable=[TABLE]))(
+      variables)
+  entries = jax.tree.map(lambda a: np.asarray(a, np.float32), dict(captured[TABLE]))
+  entries = {name: {k: np.asarray(v).reshape(-1) for k, v in entry.items()}
+             for name, entry in entries.items()}
+  return QuantTable(entries)

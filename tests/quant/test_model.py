@@ -1,0 +1,137 @@
+"""The quantised twin: the float model's variables, the integer arithmetic of the file, and
+training with frozen BN statistics and moving-average ranges."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from int8_reference import Int8Reference, dequantize, round_half_away
+
+from effnetlite.quant import model as qm
+from conftest import ARCH
+
+
+def test_reads_the_float_models_variables_plus_ranges(tiny_qat):
+  module, twin, qat, _, images = tiny_qat
+  float_names = set(traverse_util.flatten_dict(qm.without_ranges(qat), sep="/"))
+  fresh = module.init(jax.random.PRNGKey(0), images[:1])
+  assert float_names == set(traverse_util.flatten_dict(fresh, sep="/"))
+  extra = set(traverse_util.flatten_dict(qat, sep="/")) - float_names
+  assert extra and all(name.startswith(f"batch_stats/{qm.RANGES}/") for name in extra)
+  assert {name.split("/")[2] for name in extra} >= {"stem", "head", "logits", "block_0_add"}
+  module.apply(qat, images[:2])  # the float model ignores the ranges
+
+
+def test_each_layer_is_the_integer_arithmetic_of_the_file(tiny_qat):
+  """Layer by layer (each starting from the twin's own previous activation) the twin's
+  activations are an independent NumPy integer inference's, up to float32 rounding:
+  at most 1 quantisation step on at most 0.1% of the values."""
+  _, twin, qat, _, images = tiny_qat
+  logits, captured = twin.apply(qat, images, mutable=[qm.ACTIVATIONS])
+  activations = jax.device_get(captured[qm.ACTIVATIONS])
+  reference = Int8Reference(qat, ARCH["width"], ARCH["depth"], ARCH["stem_channels"])
+  reference.forced = activations
+  reference(images.astype(np.float64))
+  assert set(reference.activations) == set(activations)
+  for point, expected in reference.activations.items():
+    steps = np.abs(np.asarray(activations[point]).reshape(expected.shape) - expected)
+    steps /= reference.act(point)[0]
+    assert steps.max() <= 1.0 + 1e-3, point
+    assert (steps > 0.5).mean() <= 1e-3, point
+  np.testing.assert_allclose(activations["logits"], logits)
+
+
+def test_average_pool_rounds_the_mean_code_half_away_from_zero():
+  scale, zero_point = 0.5, 3.0
+  codes = np.array([[-7, -6, -6, -6], [1, 2, 2, 2], [-128, -128, -128, -127], [5, 5, 6, 6]],
+                   np.float32)  # sums -25 (-6.25), 7 (1.75), -511 (-127.75), 22 (5.5)
+  x = qm.QTensor(jnp.asarray((codes - zero_point) * scale).reshape(4, 2, 2, 1), scale,
+                 zero_point)
+  pooled = np.asarray(qm.avg_pool_int8(x).value)[:, 0] / scale + zero_point
+  total = codes.sum(1)
+  np.testing.assert_allclose(pooled, np.sign(total) * ((np.abs(total) + 2) // 4))
+  np.testing.assert_allclose(pooled, [-6, 2, -128, 6])
+  np.testing.assert_allclose(round_half_away(np.array([5.5, -6.5])), [6, -7])
+
+
+def test_training_updates_weights_and_ranges_never_bn_statistics(tiny_qat):
+  _, twin, qat, _, images = tiny_qat
+  labels = jnp.arange(len(images)) % 10
+
+  def loss(params, stats):
+    logits, updated = twin.apply({"params": params, "batch_stats": stats}, images, train=True,
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+    one_hot = jax.nn.one_hot(labels, 10)
+    return -(jax.nn.log_softmax(logits) * one_hot).sum(-1).mean(), updated
+
+  grads, updated = jax.jit(jax.grad(loss, has_aux=True))(qat["params"], qat["batch_stats"])
+  flat = traverse_util.flatten_dict(grads, sep="/")
+  assert all(np.isfinite(g).all() for g in flat.values())
+  for name in ("stem_conv/kernel", "stem_bn/scale", "head_bn/bias", "classifier/kernel",
+               "block_1/depthwise_conv/kernel"):
+    assert np.abs(flat[name]).max() > 0, name  # gradients reach kernels and BN through folding
+  before = traverse_util.flatten_dict(qm.without_ranges(qat)["batch_stats"], sep="/")
+  after = traverse_util.flatten_dict(
+      qm.without_ranges(jax.device_get(updated))["batch_stats"], sep="/")
+  assert all(np.array_equal(before[k], after[k]) for k in before)  # BN frozen
+  old, new = qat["batch_stats"][qm.RANGES]["stem"], updated["batch_stats"][qm.RANGES]["stem"]
+  assert float(new["count"]) == float(old["count"]) + 1
+  assert float(new["min"]) == 0.0 and 0 < float(new["max"]) <= 6.0
+
+
+def test_table_is_what_the_simulation_uses(tiny_qat):
+  _, twin, qat, _, _ = tiny_qat
+  table = qm.quant_table(twin, qat, 64)
+  stem = qat["batch_stats"][qm.RANGES]["stem"]
+  low, high = min(float(stem["min"]), 0.0), max(float(stem["max"]), 0.0)
+  assert np.isclose(table["stem"]["scale"][0], (high - low) / 255, rtol=1e-6)
+  assert table["stem.kernel"]["scale"].shape == (8,)
+  fresh = qm.with_ranges(twin, qm.without_ranges(qat), 64)
+  try:
+    qm.quant_table(twin, fresh, 64)
+  except ValueError as error:
+    assert "never observed" in str(error)
+  else:
+    raise AssertionError("a model whose ranges were never observed must not export")
+
+
+def test_dequantize_helper_is_affine():
+  np.testing.assert_allclose(dequantize(np.array([-128, 0, 127]), (0.5, -128)), [0, 64, 127.5])
+
+
+def _xnnpack_add(a, b, a_q, b_q, out_q):
+  """XNNPACK's int8 ADD (xnn_init_qs8_add_minmax_scalar_params and the scalar kernel),
+  in NumPy: 21-bit fixed-point multipliers, a rounding constant, an arithmetic shift."""
+  ratio_a = np.float32(a_q[0]) / np.float32(out_q[0])
+  ratio_b = np.float32(b_q[0]) / np.float32(out_q[0])
+  exponent = int((np.float32(max(ratio_a, ratio_b)).view(np.int32) >> 23) - 127)
+  shift = 20 - exponent
+  multiplier_a = int(np.rint(np.float32(ratio_a) * np.float32(2.0 ** shift)))
+  multiplier_b = int(np.rint(np.float32(ratio_b) * np.float32(2.0 ** shift)))
+  total = (multiplier_a * (a.astype(np.int64) - a_q[1]) + multiplier_b * (b.astype(np.int64) - b_q[1])
+           + (1 << (shift - 1)))
+  return np.clip((total >> shift) + out_q[1], -128, 127)
+
+
+def test_residual_add_is_xnnpacks_fixed_point_arithmetic():
+  rng = np.random.RandomState(0)
+  for _ in range(20):
+    a_q = (float(rng.uniform(0.005, 0.1)), int(rng.randint(-128, 128)))
+    b_q = (float(rng.uniform(0.005, 0.1)), int(rng.randint(-128, 128)))
+    low, high = -rng.uniform(0, 8), rng.uniform(0, 8)
+    out_scale, out_zp = (float(np.asarray(v)) for v in fq_params(low, high))
+    a = rng.randint(-128, 128, 4096)
+    b = rng.randint(-128, 128, 4096)
+    ctx = qm._Context({}, update=False, initializing=False, decay=0.99, table=None)
+    ctx.activation_params = lambda name, x: (jnp.float32(out_scale), jnp.float32(out_zp))
+    qa = qm.QTensor(jnp.asarray((a - a_q[1]) * np.float32(a_q[0]), jnp.float32),
+                    jnp.float32(a_q[0]), jnp.float32(a_q[1]))
+    qb = qm.QTensor(jnp.asarray((b - b_q[1]) * np.float32(b_q[0]), jnp.float32),
+                    jnp.float32(b_q[0]), jnp.float32(b_q[1]))
+    got = np.round(np.asarray(ctx.add("add", qa, qb).value) / out_scale) + out_zp
+    np.testing.assert_array_equal(got, _xnnpack_add(a, b, a_q, b_q, (out_scale, int(out_zp))))
+
+
+def fq_params(low, high):
+  from effnetlite.quant import fake_quant as fq
+  return fq.activation_params(np.float32(low), np.float32(high))
