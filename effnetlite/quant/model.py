@@ -342,8 +342,9 @@ class _Block(nn.Module):
 
 
 class QuantizedEfficientNetLite(nn.Module):
-  """EfficientNet-Lite as the int8 TFLite file computes it (fields as EfficientNetLite's,
-  plus `range_decay` and, for export, `table`). Computes in float32 whatever `dtype`."""
+  """EfficientNet-Lite as the int8 TFLite file computes it: EfficientNetLite's architecture
+  fields (`qat_module` copies them), plus `range_decay` and, for export, `table`. Computes
+  in float32; BN statistics are frozen, so there is no momentum."""
   width: float = 1.0
   depth: float = 1.0
   num_classes: int = 1000
@@ -351,11 +352,9 @@ class QuantizedEfficientNetLite(nn.Module):
   drop_connect_rate: float = 0.2
   stem_channels: int = architecture.STEM_CHANNELS
   head_channels: int = architecture.HEAD_CHANNELS
-  bn_momentum: float = 0.99          # unused: the statistics are frozen
   bn_epsilon: float = 1e-3
   depthwise: str = "auto"
   pointwise: str = "auto"
-  dtype: Any = jnp.float32
   range_decay: float = 0.99
   table: QuantTable | None = None
 
