@@ -2,7 +2,7 @@
 check of that file against the JAX simulation it was trained as.
 
 Route: the twin with a static `QuantTable` (every fake-quant a `quant.fake_quant`
-composite) -> jax2tf (StableHLO serialised for TF 2.21's converter,
+composite) on its folded, on-grid kernels and biases -> jax2tf (StableHLO serialised for TF 2.21's converter,
 `effnetlite.quant.stablehlo`) -> tf.function whose variables are `tf.Variable`
 arguments (captured as constants instead, the converter folds the weight fake-quants
 away and the file is not full-integer) -> TFLiteConverter with
@@ -31,7 +31,7 @@ INTEGER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "FULLY_
 
 def export_function(module: qmodel.QuantizedEfficientNetLite, table: qmodel.QuantTable
                     ) -> Callable[[Any, Any], Any]:
-  """(variables, normalised images) -> logits, every fake-quant a composite."""
+  """(folded variables, normalised images) -> logits, every fake-quant a composite."""
   exportable = module.clone(table=table, depthwise="conv", pointwise="conv")
 
   def predict(variables, images):
@@ -68,10 +68,9 @@ def convert_qat(module: qmodel.QuantizedEfficientNetLite, variables: dict[str, A
   import tensorflow as tf
   if io_type not in IO_TYPES:
     raise UserError(f"--io={io_type} is not one of {', '.join(IO_TYPES)} for a QAT export")
-  table = qmodel.quant_table(module, variables, resolution)
-  inference = qmodel.without_ranges(variables)  # the table holds what the ranges say
+  table, folded = qmodel.export_parameters(module, variables, resolution)
   with stablehlo.serialized_for_converter():
-    holder = _tf_module(export_function(module, table), inference, batch_size, resolution)
+    holder = _tf_module(export_function(module, table), folded, batch_size, resolution)
     concrete = holder.serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     converter._experimental_strict_qdq = True  # noqa: SLF001 - the composite route

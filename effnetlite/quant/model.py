@@ -9,7 +9,11 @@ what the exported full-integer TFLite file computes:
   w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps); the
   statistics are read, never updated (the float model's BN updates them; QAT does not);
 - weights per-channel symmetric int8 (max|w'| / 127, narrow range), biases int32 at
-  input scale x weight scale;
+  input scale x weight scale, at most 2^21 in magnitude: a channel whose bias would need
+  more (its weights are tiny next to its bias, e.g. a channel BN switched off) gets the
+  weight scale |b'| / (input scale x 2^21) instead. Its weights then contribute less than
+  its bias's rounding would anyway, and every accumulator stays an integer that float32
+  (the simulation) and the converter's double arithmetic both hold exactly;
 - activations per-tensor asymmetric int8 after every fused conv(+ReLU6), every residual
   add and the classifier; the input at the fixed (scale 1/128, zero point -1) that maps
   uint8 pixels p exactly onto the normalised (p - 127) / 128, so int8 and uint8 I/O are
@@ -35,9 +39,13 @@ would move a clipping threshold by its own size in one step), they cannot collap
 a run's EMA copy of `batch_stats` averages them like the BN statistics; this is the
 scheme of TF's own QAT (tfmot's MovingAverageQuantizer) and of qwix's ODML provider.
 
-With `table` set (export), every scale comes from that table of numpy values and every
-fake-quant is a `quant.fake_quant` composite the TFLite converter reads; `quant_table`
-computes the table from concrete variables by running this module once.
+With `table` set (export), every scale comes from that table of numpy values, every
+fake-quant is a `quant.fake_quant` composite the TFLite converter reads, and the layers
+take their kernels and biases already folded and on the int8 / int32 grid from the
+`quant_folded` collection: the converter then stores exactly the codes the simulation
+used (folding BN in the exported graph instead rounds a few weights and the large biases
+differently). `export_parameters` computes both from concrete variables by running this
+module once.
 """
 
 from __future__ import annotations
@@ -57,7 +65,12 @@ from effnetlite.nn.model import EfficientNetLite, drop_connect
 from effnetlite.quant import fake_quant as fq
 
 RANGES = "quant_ranges"          # batch_stats[RANGES][point] = {"min", "max", "count"}
-TABLE = "quant_table"            # the collection `quant_table` captures the scales in
+TABLE = "quant_table"            # the collection the scales are captured in
+FOLDED = "quant_folded"          # the export's folded kernels and biases, by point
+FOLDED_SUFFIX = ".folded"
+# Largest int32 bias code: exact in float32 (the simulation's accumulators) and recovered
+# exactly by the converter from a float32 bias (relative error 2^-24 x 2^21 < 1/2).
+BIAS_CODE_LIMIT = 2.0 ** 21
 ACTIVATIONS = "quant_activations"  # every int8 activation (dequantised), when mutable
 # The normalised input (p - 127) / 128 of uint8 pixels p, exactly: int8 code p - 128.
 INPUT_SCALE = 1.0 / 128.0
@@ -85,9 +98,9 @@ class _Context:
   """What one forward pass shares between layers: ranges in, ranges out, captured scales."""
 
   def __init__(self, stored: dict, update: bool, initializing: bool, decay: float,
-               table: QuantTable | None):
+               table: QuantTable | None, folded: dict | None = None):
     self.stored, self.update, self.initializing = stored, update, initializing
-    self.decay, self.table = decay, table
+    self.decay, self.table, self.folded = decay, table, folded
     self.new_ranges: dict[str, Any] = {}
     self.captured: dict[str, dict[str, Any]] = {}
     self.values: dict[str, jax.Array] = {}    # every quantised activation, for checks
@@ -179,14 +192,17 @@ class _Context:
     self.values[name] = value
     return QTensor(value, scale, zero_point)
 
-  def weight(self, name: str, kernel: jax.Array, channel_axis: int) -> tuple[jax.Array, Any]:
-    """(fake-quantised kernel, per-channel scale): symmetric, narrow range."""
+  def weight(self, name: str, kernel: jax.Array, channel_axis: int, bias: jax.Array,
+             input_scale: Any) -> tuple[jax.Array, Any]:
+    """(fake-quantised kernel, per-channel scale): symmetric, narrow range, the scale
+    raised where the bias would otherwise need more than `BIAS_CODE_LIMIT` codes."""
     if self.table is not None:
       scale = self.table[name]["scale"]
       value = fq.fake_quant_composite(kernel, scale, None, narrow_range=True,
                                       quantization_dimension=channel_axis % kernel.ndim)
       return value, scale
-    scale = lax.stop_gradient(fq.weight_scale(kernel, channel_axis))
+    bias_floor = jnp.abs(bias) / (input_scale * BIAS_CODE_LIMIT)
+    scale = lax.stop_gradient(jnp.maximum(fq.weight_scale(kernel, channel_axis), bias_floor))
     self.captured[name] = {"scale": scale}
     shape = [1] * kernel.ndim
     shape[channel_axis] = -1
@@ -266,6 +282,13 @@ def _conv_bn(ctx: _Context, x: QTensor, features: int, kernel_size: int = 1, str
              point: str, epsilon: float, depthwise_impl: str, pointwise_impl: str) -> QTensor:
   """conv -> BN folded into it -> optional ReLU6 -> int8 activation `point`. Called inside
   a compact method, so its variables sit under that module as the float model's do."""
+  def conv(inputs, kernel_values):
+    return _conv(inputs, kernel_values, stride, depthwise, depthwise_impl, pointwise_impl)
+  if ctx.table is not None:  # export: float ops between composites, the converter's input
+    folded = ctx.folded[point]
+    wq, _ = ctx.weight(point + ".kernel", folded["kernel"], -1, folded["bias"], x.scale)
+    y = conv(x.value, wq) + folded["bias"]
+    return ctx.activation(point, jax.nn.relu6(y) if relu else y)
   k, cin = kernel_size, x.value.shape[-1]
   if depthwise:
     kernel = _Kernel((k, k, 1, cin), k * k, name=conv_name)()
@@ -274,13 +297,7 @@ def _conv_bn(ctx: _Context, x: QTensor, features: int, kernel_size: int = 1, str
   gamma, beta, mean, var = _BatchNormVariables(kernel.shape[-1], name=bn_name)()
   factor = gamma * lax.rsqrt(var + epsilon)
   folded_kernel, folded_bias = kernel * factor, beta - mean * factor
-  wq, w_scale = ctx.weight(point + ".kernel", folded_kernel, -1)
-
-  def conv(inputs, kernel_values):
-    return _conv(inputs, kernel_values, stride, depthwise, depthwise_impl, pointwise_impl)
-  if ctx.table is not None:  # export: float ops between composites, the converter's input
-    y = conv(x.value, wq) + folded_bias
-    return ctx.activation(point, jax.nn.relu6(y) if relu else y)
+  wq, w_scale = ctx.weight(point + ".kernel", folded_kernel, -1, folded_bias, x.scale)
   return _integer_layer(ctx, point, x, wq, w_scale, folded_bias, conv, relu)
 
 
@@ -289,11 +306,15 @@ def _integer_layer(ctx: _Context, point: str, x: QTensor, wq: jax.Array, w_scale
   """A conv or fully-connected layer in integer arithmetic: `op` (linear) applied to the
   int8 codes (input minus its zero point, weights) gives the int32 accumulator exactly -
   integers in float32, exact while partial sums stay below 2^24 - plus the int32 bias,
-  then requantised as XNNPACK does. Gradients pass straight through the roundings."""
+  then requantised as XNNPACK does. Gradients pass straight through the roundings. The
+  export takes the layer's on-grid kernel and integer bias from here (`FOLDED_SUFFIX`)."""
   x_codes = fq.round_ste(x.value / lax.stop_gradient(x.scale))
   w_codes = fq.round_ste(wq / w_scale)
   accumulator_scale = lax.stop_gradient(x.scale * w_scale)
-  bias_codes = jnp.clip(fq.round_ste(bias / accumulator_scale), -fq.INT32_MAX, fq.INT32_MAX)
+  bias_codes = jnp.clip(fq.round_ste(bias / accumulator_scale), -BIAS_CODE_LIMIT,
+                        BIAS_CODE_LIMIT)
+  ctx.captured[point + FOLDED_SUFFIX] = {"kernel": wq, "bias_codes": bias_codes,
+                                         "input_scale": x.scale}
   accumulator = op(x_codes, w_codes) + bias_codes
   return ctx.requantized(point, accumulator, accumulator * accumulator_scale,
                          accumulator_scale, relu)
@@ -363,11 +384,12 @@ class QuantizedEfficientNetLite(nn.Module):
                return_features: bool = False) -> jax.Array | dict[str, jax.Array]:
     # With a table (export) the ranges are not read: the table holds what they say.
     store = self.variable("batch_stats", RANGES, dict) if self.table is None else None
+    folded = self.variable(FOLDED, "layers", dict).value if self.table is not None else None
     initializing = self.is_initializing()
     update = (train and self.is_mutable_collection("batch_stats") and not initializing
               and self.table is None)
     ctx = _Context(dict(store.value) if store else {}, update, initializing, self.range_decay,
-                   self.table)
+                   self.table, folded)
     common = dict(epsilon=self.bn_epsilon, depthwise_impl=self.depthwise,
                   pointwise_impl=self.pointwise)
     if self.table is not None:
@@ -403,10 +425,13 @@ class QuantizedEfficientNetLite(nn.Module):
     else:
       pooled = avg_pool_int8(x)
     features["pooled"] = pooled.value
-    kernel, bias = _DenseVariables(self.num_classes, pooled.value.shape[-1],
-                                   name="classifier")()
     inputs = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled.value)
-    wq, w_scale = ctx.weight("classifier.kernel", kernel, -1)
+    if self.table is not None:
+      kernel, bias = folded["logits"]["kernel"], folded["logits"]["bias"]
+    else:
+      kernel, bias = _DenseVariables(self.num_classes, pooled.value.shape[-1],
+                                     name="classifier")()
+    wq, w_scale = ctx.weight("classifier.kernel", kernel, -1, bias, pooled.scale)
     if self.table is not None:
       logits = ctx.activation("logits", inputs @ wq + bias).value
     else:
@@ -466,10 +491,13 @@ def observe_ranges(module: QuantizedEfficientNetLite, variables: dict[str, Any],
   return variables
 
 
-def quant_table(module: QuantizedEfficientNetLite, variables: dict[str, Any],
-                resolution: int) -> QuantTable:
-  """Every static scale and zero point of the export, computed from `variables` by the
-  module's own arithmetic (one evaluation-mode pass; the input does not matter)."""
+def export_parameters(module: QuantizedEfficientNetLite, variables: dict[str, Any],
+                      resolution: int) -> tuple[QuantTable, dict[str, Any]]:
+  """What the export needs, computed from `variables` by the module's own arithmetic (one
+  evaluation-mode pass; the input does not matter): the table of every static scale and
+  zero point, and the variables of the table-mode module (`FOLDED`): each layer's kernel
+  on its int8 grid and its bias as the float32 nearest to (int32 code) x input scale x
+  weight scale, which the converter rounds back to that very code."""
   ranges = variables.get("batch_stats", {}).get(RANGES)
   if not ranges:
     raise ValueError("these variables hold no activation ranges: not a QAT model")
@@ -480,7 +508,18 @@ def quant_table(module: QuantizedEfficientNetLite, variables: dict[str, Any],
   images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
   _, captured = jax.jit(lambda v: module.apply(v, images, train=False, mutable=[TABLE]))(
       variables)
-  entries = jax.tree.map(lambda a: np.asarray(a, np.float32), dict(captured[TABLE]))
-  entries = {name: {k: np.asarray(v).reshape(-1) for k, v in entry.items()}
-             for name, entry in entries.items()}
-  return QuantTable(entries)
+  captured = jax.tree.map(np.asarray, dict(captured[TABLE]))
+  entries, layers = {}, {}
+  for name, entry in captured.items():
+    if not name.endswith(FOLDED_SUFFIX):
+      entries[name] = {k: np.asarray(v, np.float32).reshape(-1) for k, v in entry.items()}
+  for name, entry in captured.items():
+    if name.endswith(FOLDED_SUFFIX):
+      point = name[:-len(FOLDED_SUFFIX)]
+      kernel_name = "classifier.kernel" if point == "logits" else point + ".kernel"
+      bias_scale = (np.float64(entry["input_scale"])
+                    * entries[kernel_name]["scale"].astype(np.float64))
+      layers[point] = {"kernel": np.asarray(entry["kernel"], np.float32),
+                       "bias": (entry["bias_codes"].astype(np.float64) * bias_scale
+                                ).astype(np.float32)}
+  return QuantTable(entries), {FOLDED: {"layers": layers}}

@@ -28,7 +28,7 @@ def test_file_is_full_integer_with_the_trained_parameters(exported, tiny_qat):
   offset = 128 if io == "uint8" else 0
   assert report["input"]["dtype"] == io and report["input"]["scale"] == 1 / 128
   assert report["input"]["zero_point"] == -1 + offset   # uint8: raw pixels as they are
-  logits = qm.quant_table(twin, qat, 64)["logits"]      # no re-calibration: QAT's range
+  logits = qm.export_parameters(twin, qat, 64)[0]["logits"]      # no re-calibration: QAT's range
   assert np.isclose(report["output"]["scale"], logits["scale"][0], rtol=1e-6)
   assert report["output"]["zero_point"] == int(logits["zero_point"][0]) + offset
 
@@ -39,6 +39,48 @@ def test_file_agrees_with_the_simulation(exported):
   _, _, report = exported
   assert report["top1_agreement_vs_simulation"] == 1.0
   assert report["max_output_steps_vs_simulation"] == 0.0
+
+
+def test_file_stores_the_simulations_integer_kernels_and_biases(exported, tiny_qat):
+  """The converter's int8 kernels and int32 biases are the simulation's codes, one for one,
+  including the channels with tiny weights and huge biases (conftest). (With BN folded in
+  the exported graph, TF's rounding of the fold moved a few weight codes, and the biases
+  above 2^24 were rounded in float32 here and in double by the converter.)"""
+  io, path, _ = exported
+  if io != "int8":
+    pytest.skip("one I/O type is enough")
+  from ai_edge_litert.interpreter import Interpreter
+  _, twin, qat, _, _ = tiny_qat
+  table, _ = qm.export_parameters(twin, qat, 64)
+  _, captured = twin.apply(qat, np.zeros((1, 64, 64, 3), np.float32), mutable=[qm.TABLE])
+  layers = {name[:-len(qm.FOLDED_SUFFIX)]: entry for name, entry in captured[qm.TABLE].items()
+            if name.endswith(qm.FOLDED_SUFFIX)}
+  interpreter = Interpreter(model_path=path)
+  interpreter.allocate_tensors()
+  tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+  layouts = {"CONV_2D": (3, 0, 1, 2), "DEPTHWISE_CONV_2D": (2, 0, 1, 3),
+             "FULLY_CONNECTED": (1, 0)}  # the file's kernel layouts, from HWIO / HW1C / IO
+  compared = 0
+  for op in interpreter._get_ops_details():
+    if op["op_name"] not in layouts:
+      continue
+    kernel = tensors[op["inputs"][1]]
+    scales = kernel["quantization_parameters"]["scales"].astype(np.float32)
+    (point,) = [p for p in layers
+                if np.array_equal(table["classifier.kernel" if p == "logits" else p + ".kernel"]
+                                  ["scale"], scales)]
+    entry = layers.pop(point)
+    expected = np.round(np.asarray(entry["kernel"]) / scales).astype(np.int8)
+    np.testing.assert_array_equal(interpreter.get_tensor(kernel["index"]),
+                                  np.transpose(expected, layouts[op["op_name"]]), err_msg=point)
+    bias_codes = np.asarray(entry["bias_codes"]).astype(np.int32)
+    if op["inputs"][2] < 0:  # the converter leaves out an all-zero bias
+      assert not bias_codes.any(), point
+    else:
+      np.testing.assert_array_equal(interpreter.get_tensor(op["inputs"][2]), bias_codes,
+                                    err_msg=point)
+    compared += 1
+  assert compared > 10 and not layers
 
 
 def test_every_layer_of_the_file_is_the_simulation(exported, tiny_qat):

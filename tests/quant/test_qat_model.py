@@ -81,18 +81,38 @@ def test_training_updates_weights_and_ranges_never_bn_statistics(tiny_qat):
 
 def test_table_is_what_the_simulation_uses(tiny_qat):
   _, twin, qat, _, _ = tiny_qat
-  table = qm.quant_table(twin, qat, 64)
+  table, _ = qm.export_parameters(twin, qat, 64)
   stem = qat["batch_stats"][qm.RANGES]["stem"]
   low, high = min(float(stem["min"]), 0.0), max(float(stem["max"]), 0.0)
   assert np.isclose(table["stem"]["scale"][0], (high - low) / 255, rtol=1e-6)
   assert table["stem.kernel"]["scale"].shape == (8,)
   fresh = qm.with_ranges(twin, qm.without_ranges(qat), 64)
   try:
-    qm.quant_table(twin, fresh, 64)
+    qm.export_parameters(twin, fresh, 64)
   except ValueError as error:
     assert "never observed" in str(error)
   else:
     raise AssertionError("a model whose ranges were never observed must not export")
+
+
+def test_a_channel_with_tiny_weights_keeps_its_bias_code_within_2_to_the_21(tiny_qat):
+  """Stem channel 0's kernel is a millionth of the others (conftest): at max|w| / 127 its
+  bias would need ~1e9 codes, which float32 cannot hold exactly; its weight scale becomes
+  |b| / (input scale x 2^21) instead, by hand from the float variables."""
+  _, twin, qat, _, _ = tiny_qat
+  table, _ = qm.export_parameters(twin, qat, 64)
+  params, stats = qat["params"], qat["batch_stats"]
+  factor = params["stem_bn"]["scale"] / np.sqrt(stats["stem_bn"]["var"] + 1e-3)
+  kernel = np.asarray(params["stem_conv"]["kernel"]) * factor
+  bias = params["stem_bn"]["bias"] - stats["stem_bn"]["mean"] * factor
+  natural = np.abs(kernel).max(axis=(0, 1, 2)) / 127
+  floor = np.abs(bias) / (qm.INPUT_SCALE * 2.0 ** 21)
+  assert floor[0] > natural[0] and np.all(floor[1:] < natural[1:])
+  np.testing.assert_allclose(table["stem.kernel"]["scale"], np.maximum(natural, floor),
+                             rtol=1e-5)
+  _, captured = twin.apply(qat, np.zeros((1, 64, 64, 3), np.float32), mutable=[qm.TABLE])
+  codes = np.asarray(captured[qm.TABLE]["stem" + qm.FOLDED_SUFFIX]["bias_codes"])
+  assert abs(codes[0]) == 2 ** 21 and np.all(np.abs(codes) <= 2 ** 21)
 
 
 def test_dequantize_helper_is_affine():
