@@ -70,6 +70,12 @@ CASES = {
                      "--config.batch_size=4", "--config.eval_batch_size=4"),
         replace=(("/data/my_images", "my_images"),),
         output=r"classes: 0 digit_0, 1 digit_1(.|\n)*step 2: top-1"),
+    # QAT from the ImageNet weights on the same folder (issue: pretrained lite0 exports exactly).
+    "python train.py --config=configs/finetune_folder.py --workdir=runs/ft-qat "
+    "--config.dataset.data_dir=/data/my_images --config.quantization.qat=True": Case(
+        "finetune", ("--config.model.resolution=32", "--config.max_steps=2",
+                     "--config.batch_size=4", "--config.eval_batch_size=4"),
+        replace=(("/data/my_images", "my_images"),), output=r"step 2: top-1"),
     "python eval.py --weights=runs/ft": Case(
         "finetune",
         output=r"step 2, the run's latest checkpoint(.|\n)*0  digit_0 .*\n.*1  digit_1"),
