@@ -61,7 +61,7 @@ def export_qat(config: ml_collections.ConfigDict, options: ExportOptions, output
                ) -> dict[str, Any]:
   """A QAT run's full-integer file: the int8 network it trained, with its trained ranges
   (no calibration), checked against the JAX simulation of that network on the check images."""
-  from effnetlite.quant import export as qexport
+  from effnetlite.export import qat as qexport
   options.check_qat()
   files.check_writable(output, "--output")
   module, variables = factory.create_model(config)

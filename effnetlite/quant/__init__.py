@@ -1,14 +1,12 @@
-"""Quantisation-aware training and its int8 TFLite export.
+"""Quantisation-aware training: the int8 network a QAT run trains (its export is
+`effnetlite.export.qat`).
 
 - `fake_quant`: TFLite's int8 rules, straight-through fake quantisation, the
   `quant.fake_quant` composite the converter reads (strict QDQ);
 - `model`: `QuantizedEfficientNetLite`, the int8 twin reading EfficientNetLite's variables
   (BN folded with frozen statistics, per-channel weights, moving-average activation
   ranges in `batch_stats["quant_ranges"]`), `qat_module`, `with_ranges`,
-  `without_ranges`, `observe_ranges`, `export_parameters`;
-- `stablehlo`: the one place jax2tf's StableHLO is written for TF 2.21's converter;
-- `export`: `convert_qat` (full-integer file, int8/uint8 I/O, no calibration) and
-  `check_against_simulation`.
+  `without_ranges`, `observe_ranges`, `export_parameters`.
 """
 
 

@@ -4,7 +4,7 @@ simulation, loadable by LiteRT and (uint8 I/O) MediaPipe."""
 import numpy as np
 import pytest
 
-from effnetlite.quant import export as qexport
+from effnetlite.export import qat as qexport
 from effnetlite.quant import model as qm
 
 pytest.importorskip("tensorflow")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effnetlite.quant import fake_quant as fq
-from effnetlite.quant import stablehlo
+from effnetlite.export import stablehlo
 
 
 def _quantized(x):

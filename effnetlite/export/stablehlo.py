@@ -42,7 +42,7 @@ def serialized_for_converter(target_version: str = CONVERTER_STABLEHLO_VERSION
   original = getattr(_export, "_module_to_bytecode", None)
   if original is None:
     raise RuntimeError("jax._src.export._export._module_to_bytecode is gone (a jax upgrade): "
-                       "update effnetlite/quant/stablehlo.py for the new serialisation hook")
+                       "update effnetlite/export/stablehlo.py for the new serialisation hook")
   _export._module_to_bytecode = _serializer(target_version)
   try:
     yield
