@@ -32,9 +32,9 @@ _BATCH = flags.DEFINE_integer("per_chip_batch", 128, "Images per chip.", lower_b
 _CUDA = flags.DEFINE_enum("cuda", "cuda12", list(aot.CUDA_TOOLCHAINS),
                           "Toolchain for GPU targets (jax[cuda12] or jax[cuda13]'s).")
 _MAX_BATCH = flags.DEFINE_bool("max_batch", False, "Also search the largest per-chip batch.")
-_TABLE = flags.DEFINE_bool("table", False, "The README's table: lite0-lite4, bfloat16, "
-                           "largest batches on v5e:2x2, v6e:2x2 and h100x8 (or the --target "
-                           "given); slow: three compiles per cell.")
+_TABLE = flags.DEFINE_bool("table", False, "The README's table: lite0-lite4 (or the --variant "
+                           "given), bfloat16, largest batches on v5e:2x2, v6e:2x2 and h100x8 "
+                           "(or the --target given); slow: three compiles per cell.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 
 TABLE_TARGETS = ("v5e:2x2", "v6e:2x2", "h100x8")
@@ -86,7 +86,7 @@ def measure_one(variant: str, target: aot.Target, dtype: str, batch: int | None,
   return row
 
 
-def table(rows: list[dict], targets: list[str]) -> str:
+def table(rows: list[dict], targets: list[str], variants: list[str]) -> str:
   by_cell = {(r["variant"], r["target"]): r for r in rows}
   head = "| variant | resolution |"
   rule = "|---|---|"
@@ -94,7 +94,7 @@ def table(rows: list[dict], targets: list[str]) -> str:
     head += f" {name} MiB/image | {name} batch/chip | {name} chips for 4096 |"
     rule += "---|---|---|"
   lines = [head, rule]
-  for variant in config_lib.VARIANTS:
+  for variant in variants:
     line = f"| {variant} | {config_lib.variant_config(variant).model.resolution} |"
     for name in targets:
       r = by_cell[(variant, name)]
@@ -109,7 +109,9 @@ def main(argv: list[str]) -> None:
   cli.no_positional_arguments(argv)
   table_targets = _TARGETS.value if _TARGETS.present else list(TABLE_TARGETS)
   targets = [aot.get_target(name) for name in (table_targets if _TABLE.value else _TARGETS.value)]
-  variants = list(config_lib.VARIANTS) if _TABLE.value else _VARIANTS.value
+  # The table's rows: every variant, or those named (a table is filled in over sessions).
+  variants = (list(config_lib.VARIANTS) if _TABLE.value and not _VARIANTS.present
+              else _VARIANTS.value)
   for variant in variants:
     config_lib.variant_config(variant)  # an unknown name is one error line, before compiling
   for target in targets:  # a missing compiler is one error line, before compiling
@@ -124,7 +126,7 @@ def main(argv: list[str]) -> None:
       if _OUTPUT.value:  # after every row: a table takes hours on a small machine
         write_atomically(_OUTPUT.value, json.dumps(result, indent=2))
   if _TABLE.value:
-    result["table"] = table(result["rows"], [target.name for target in targets])
+    result["table"] = table(result["rows"], [target.name for target in targets], variants)
     print(result["table"])
     if _OUTPUT.value:
       write_atomically(_OUTPUT.value, json.dumps(result, indent=2))

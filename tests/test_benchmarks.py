@@ -39,3 +39,18 @@ def test_benchmark_runs(script, tmp_path):
   assert expected in result.stdout, result.stdout[-2000:]
   if extra:
     assert json.loads(output.read_text())  # the results file a README table is made from
+
+
+def test_accelerators_table_rows_are_the_variants_measured():
+  """`--table --variant=lite3,lite4` fills in part of the README's table (a TPU cell takes
+  three compiles of minutes each): its rows are those variants, chips = ceil(4096 / batch)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("accelerators",
+                                                os.path.join(BENCHMARKS, "accelerators.py"))
+  accelerators = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(accelerators)
+  rows = [{"variant": v, "target": "h100x8", "largest_per_chip_batch": b,
+           "temp_mib_per_image_at_largest": m} for v, b, m in (("lite3", 1000, 60.04),
+                                                               ("lite4", 400, 151.0))]
+  lines = accelerators.table(rows, ["h100x8"], ["lite3", "lite4"]).splitlines()
+  assert lines[2:] == ["| lite3 | 280 | 60.0 | 1000 | 5 |", "| lite4 | 300 | 151.0 | 400 | 11 |"]
