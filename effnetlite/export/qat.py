@@ -2,10 +2,10 @@
 check of that file against the JAX simulation it was trained as.
 
 Route: the twin with a static `QuantTable` (every fake-quant a `quant.fake_quant`
-composite) on its folded, on-grid kernels and biases -> jax2tf (StableHLO serialised for TF 2.21's converter,
-`effnetlite.export.stablehlo`) -> tf.function whose variables are `tf.Variable`
-arguments (captured as constants instead, the converter folds the weight fake-quants
-away and the file is not full-integer) -> TFLiteConverter with
+composite) on the simulation's folded, on-grid kernels and biases -> jax2tf (StableHLO
+serialised for TF 2.21's converter, `effnetlite.export.stablehlo`) -> tf.function whose
+variables are `tf.Variable` arguments (captured as constants instead, the converter folds
+the weight fake-quants away and the file is not full-integer) -> TFLiteConverter with
 `_experimental_strict_qdq = True`, which turns each composite into the int8 tensor it
 describes: no calibration, no representative dataset, the trained scales as they are.
 """
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 
 from effnetlite.errors import UserError
+from effnetlite.export import stablehlo
 from effnetlite.export.options import NORMALIZED_INPUT
 from effnetlite.quant import model as qmodel
-from effnetlite.export import stablehlo
 
 IO_TYPES = ("int8", "uint8")
 # Builtin operators a full-integer EfficientNet-Lite file may hold (QUANTIZE: the uint8 <->

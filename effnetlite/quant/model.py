@@ -10,10 +10,11 @@ what the exported full-integer TFLite file computes:
   statistics are read, never updated (the float model's BN updates them; QAT does not);
 - weights per-channel symmetric int8 (max|w'| / 127, narrow range), biases int32 at
   input scale x weight scale, at most 2^21 in magnitude: a channel whose bias would need
-  more (its weights are tiny next to its bias, e.g. a channel BN switched off) gets the
-  weight scale |b'| / (input scale x 2^21) instead. Its weights then contribute less than
-  its bias's rounding would anyway, and every accumulator stays an integer that float32
-  (the simulation) and the converter's double arithmetic both hold exactly;
+  more (its weights are tiny next to its bias, as in dozens of pretrained lite0's
+  channels) gets the weight scale |b'| / (input scale x 2^21) instead, and its weights
+  fewer than 127 levels, in proportion to how far the bias outweighs them. Every bias
+  then stays an integer that float32 (the simulation's accumulators) and the converter's
+  double arithmetic both hold exactly;
 - activations per-tensor asymmetric int8 after every fused conv(+ReLU6), every residual
   add and the classifier; the input at the fixed (scale 1/128, zero point -1) that maps
   uint8 pixels p exactly onto the normalised (p - 127) / 128, so int8 and uint8 I/O are
@@ -431,7 +432,7 @@ class QuantizedEfficientNetLite(nn.Module):
     else:
       kernel, bias = _DenseVariables(self.num_classes, pooled.value.shape[-1],
                                      name="classifier")()
-    wq, w_scale = ctx.weight("classifier.kernel", kernel, -1, bias, pooled.scale)
+    wq, w_scale = ctx.weight("logits.kernel", kernel, -1, bias, pooled.scale)
     if self.table is not None:
       logits = ctx.activation("logits", inputs @ wq + bias).value
     else:
@@ -516,9 +517,8 @@ def export_parameters(module: QuantizedEfficientNetLite, variables: dict[str, An
   for name, entry in captured.items():
     if name.endswith(FOLDED_SUFFIX):
       point = name[:-len(FOLDED_SUFFIX)]
-      kernel_name = "classifier.kernel" if point == "logits" else point + ".kernel"
       bias_scale = (np.float64(entry["input_scale"])
-                    * entries[kernel_name]["scale"].astype(np.float64))
+                    * entries[point + ".kernel"]["scale"].astype(np.float64))
       layers[point] = {"kernel": np.asarray(entry["kernel"], np.float32),
                        "bias": (entry["bias_codes"].astype(np.float64) * bias_scale
                                 ).astype(np.float32)}

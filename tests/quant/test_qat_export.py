@@ -67,8 +67,7 @@ def test_file_stores_the_simulations_integer_kernels_and_biases(exported, tiny_q
     kernel = tensors[op["inputs"][1]]
     scales = kernel["quantization_parameters"]["scales"].astype(np.float32)
     (point,) = [p for p in layers
-                if np.array_equal(table["classifier.kernel" if p == "logits" else p + ".kernel"]
-                                  ["scale"], scales)]
+                if np.array_equal(table[p + ".kernel"]["scale"], scales)]
     entry = layers.pop(point)
     expected = np.round(np.asarray(entry["kernel"]) / scales).astype(np.int8)
     np.testing.assert_array_equal(interpreter.get_tensor(kernel["index"]),
