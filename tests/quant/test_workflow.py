@@ -39,6 +39,7 @@ def qat_run(tmp_path_factory):
   return float_run, qat_run, config
 
 
+@pytest.mark.slow  # the README's demo chain runs QAT train, eval and export by default
 def test_qat_run_starts_from_the_float_run_with_observed_ranges(qat_run):
   from effnetlite.quant import model as qmodel
   from effnetlite.weights import checkpoints
@@ -52,6 +53,7 @@ def test_qat_run_starts_from_the_float_run_with_observed_ranges(qat_run):
   assert qmodel.RANGES not in float_stored["batch_stats"]
 
 
+@pytest.mark.slow  # the README's demo chain runs QAT train, eval and export by default
 def test_evaluation_reports_the_simulated_int8_model(qat_run):
   from effnetlite.evaluation.evaluate_weights import evaluate_weights
   _, run, config = qat_run
@@ -62,6 +64,7 @@ def test_evaluation_reports_the_simulated_int8_model(qat_run):
   assert float_result["simulated_int8"] is False
 
 
+@pytest.mark.slow  # the README's demo chain runs QAT train, eval and export by default
 def test_export_is_the_simulation_with_uint8_io(qat_run, tmp_path):
   from effnetlite.export.export_model import export_model
   from effnetlite.export.options import ExportOptions
@@ -92,6 +95,7 @@ def _cli(*args):
     (["--quantize=int8", "--io=float32"], "a QAT file takes and returns integers"),
     (["--quantize=int8", "--io=uint8", "--calibration_dir=."], "calibrates nothing"),
 ])
+@pytest.mark.slow  # the README's demo chain runs QAT train, eval and export by default
 def test_export_cli_refuses_options_a_qat_run_cannot_have(qat_run, tmp_path, flags, message):
   _, run, _ = qat_run
   result = _cli("scripts/export.py", f"--weights={run}", f"--output={tmp_path}/x.tflite", *flags)
@@ -107,6 +111,7 @@ def test_demo_qat_without_its_float_run_says_how_to_make_it(tmp_path):
   assert "train that run first" in result.stderr and "configs/demo.py" in result.stderr
 
 
+@pytest.mark.slow  # the README's demo chain runs QAT train, eval and export by default
 def test_a_float_workdir_does_not_resume_as_qat(qat_run):
   from effnetlite.train.loop import train_and_evaluate
   float_run, _, _ = qat_run

@@ -24,6 +24,7 @@ ONE_POINT = ["--config.search.tolerance=1.0", "--config.search.alpha_range=(1.2,
              "--config.search.beta_range=(1.1,1.1)", "--config.search.gamma_range=(1.15,1.15)"]
 
 
+@pytest.mark.slow  # a whole search on Vela; the U65 compile itself is tests/export/test_vela.py
 def test_search_on_the_ethos_u65_ranks_by_vela_ms(tmp_path):
   pytest.importorskip("ethosu.vela")
   workdir = tmp_path / "search"

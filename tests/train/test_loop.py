@@ -133,6 +133,7 @@ def _complete(workdir, step):
       os.path.join(directory, "_CHECKPOINT_METADATA"))
 
 
+@pytest.mark.slow  # minutes; exact resume stays in the default run via test_damaged_runs
 def test_exact_resume_after_sigkill(digits_dir, tmp_path):
   n = 8
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
