@@ -59,13 +59,9 @@ def drop_connect(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   return jnp.where(mask, x / survival, jnp.zeros_like(x))
 
 
-class EfficientNetLite(nn.Module):
-  """EfficientNet-Lite with compound coefficients `width` and `depth`.
-
-  Stem (32) and head (1280) channels are fixed while scaling; squeeze-excite is
-  absent; activations are ReLU6; BN uses TF's momentum 0.99 and epsilon 1e-3.
-  Parameters are float32 whatever the compute `dtype`.
-  """
+class LiteArchitecture(nn.Module):
+  """The fields that define an EfficientNet-Lite network and its variables' names, shared
+  by the float model and its int8 twin (`effnetlite.quant.model`), which copies them."""
   width: float = 1.0
   depth: float = 1.0
   num_classes: int = 1000
@@ -73,10 +69,19 @@ class EfficientNetLite(nn.Module):
   drop_connect_rate: float = 0.2
   stem_channels: int = architecture.STEM_CHANNELS
   head_channels: int = architecture.HEAD_CHANNELS
-  bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   depthwise: str = "auto"
   pointwise: str = "auto"
+
+
+class EfficientNetLite(LiteArchitecture):
+  """EfficientNet-Lite with compound coefficients `width` and `depth`.
+
+  Stem (32) and head (1280) channels are fixed while scaling; squeeze-excite is
+  absent; activations are ReLU6; BN uses TF's momentum 0.99 and epsilon 1e-3.
+  Parameters are float32 whatever the compute `dtype`.
+  """
+  bn_momentum: float = 0.99
   dtype: Any = jnp.float32
   # Training memory: each block's backward recomputes its BN + ReLU6 from the saved
   # convolution outputs and BN statistics (one kept activation per layer, not three).

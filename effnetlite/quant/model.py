@@ -62,7 +62,7 @@ from jax import lax
 
 from effnetlite.nn import architecture, layers
 from effnetlite.nn.depthwise import depthwise_shifted
-from effnetlite.nn.model import EfficientNetLite, drop_connect
+from effnetlite.nn.model import EfficientNetLite, LiteArchitecture, drop_connect
 from effnetlite.quant import fake_quant as fq
 
 RANGES = "quant_ranges"          # batch_stats[RANGES][point] = {"min", "max", "count"}
@@ -363,20 +363,10 @@ class _Block(nn.Module):
     return ctx.add(f"{p}_add", x._replace(value=branch), inputs)
 
 
-class QuantizedEfficientNetLite(nn.Module):
-  """EfficientNet-Lite as the int8 TFLite file computes it: EfficientNetLite's architecture
+class QuantizedEfficientNetLite(LiteArchitecture):
+  """EfficientNet-Lite as the int8 TFLite file computes it: the float model's architecture
   fields (`qat_module` copies them), plus `range_decay` and, for export, `table`. Computes
   in float32; BN statistics are frozen, so there is no momentum."""
-  width: float = 1.0
-  depth: float = 1.0
-  num_classes: int = 1000
-  dropout_rate: float = 0.2
-  drop_connect_rate: float = 0.2
-  stem_channels: int = architecture.STEM_CHANNELS
-  head_channels: int = architecture.HEAD_CHANNELS
-  bn_epsilon: float = 1e-3
-  depthwise: str = "auto"
-  pointwise: str = "auto"
   range_decay: float = 0.99
   table: QuantTable | None = None
 
@@ -455,11 +445,10 @@ class QuantizedEfficientNetLite(nn.Module):
 
 def qat_module(float_module: EfficientNetLite, range_decay: float = 0.99
                ) -> QuantizedEfficientNetLite:
-  """The twin of a float module: its architecture fields (those the twin has; speed-only
-  settings of the float module such as rematerialisation are not carried over)."""
-  own = {f.name for f in dataclasses.fields(QuantizedEfficientNetLite)}
-  fields = {f.name: getattr(float_module, f.name) for f in dataclasses.fields(EfficientNetLite)
-            if f.name in own and f.name not in ("parent", "name", "range_decay", "table")}
+  """The twin of a float module: its `LiteArchitecture` fields (the float module's compute
+  dtype, BN momentum and rematerialisation are not the int8 network's)."""
+  fields = {f.name: getattr(float_module, f.name) for f in dataclasses.fields(LiteArchitecture)
+            if f.name not in ("parent", "name")}
   return QuantizedEfficientNetLite(**fields, range_decay=range_decay)
 
 
