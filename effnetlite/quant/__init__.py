@@ -3,6 +3,7 @@
 
 - `fake_quant`: TFLite's int8 rules, straight-through fake quantisation, the
   `quant.fake_quant` composite the converter reads (strict QDQ);
+- `integer`: XNNPACK's int8 arithmetic (requantisation, fixed-point ADD, average pool);
 - `model`: `QuantizedEfficientNetLite`, the int8 twin reading EfficientNetLite's variables
   (BN folded with frozen statistics, per-channel weights, moving-average activation
   ranges in `batch_stats["quant_ranges"]`), `qat_module`, `with_ranges`,

@@ -22,15 +22,16 @@ what the exported full-integer TFLite file computes:
 - the full-window average pool keeps its input's scale and zero point and rounds the mean
   of the int8 codes half away from zero, as TFLite's int8 AVERAGE_POOL_2D does.
 
-Outside the export the forward pass is that integer arithmetic, code for code, as LiteRT's
-default CPU path (XNNPACK) runs the file: each conv / fully-connected layer accumulates
-the int8 codes exactly (integers in float32 at full precision) plus the int32 bias, then
-requantises like XNNPACK (float32(acc) times the float32 multiplier s_in * s_w / s_out,
-rounded half to even); the residual ADD is XNNPACK's fixed-point ADD; the scales are IEEE
-float32 values (`fake_quant.ieee_divide`). A float simulation of the same network (round
-after float convolutions) rounds ~1e-6 of the codes differently, and an EfficientNet
-carries such a one-step difference into several output steps a few blocks later.
-Gradients pass straight through every rounding.
+Outside the export the forward pass is that integer arithmetic
+(`effnetlite.quant.integer`), code for code, as LiteRT's default CPU path (XNNPACK) runs
+the file: each conv / fully-connected layer accumulates the int8 codes exactly (integers
+in float32 at full precision) plus the int32 bias, then requantises like XNNPACK
+(float32(acc) times the float32 multiplier s_in * s_w / s_out, rounded half to even); the
+residual ADD is XNNPACK's fixed-point ADD; the scales are IEEE float32 values
+(`fake_quant.ieee_divide`). A float simulation of the same network (round after float
+convolutions) rounds ~1e-6 of the codes differently, and an EfficientNet carries such a
+one-step difference into several output steps a few blocks later. Gradients pass straight
+through every rounding.
 
 Activation ranges are exponential moving averages (decay `range_decay`) of each batch's
 min and max, updated in training (`mutable=["batch_stats"]`) and initialised from the
@@ -52,7 +53,7 @@ module once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,8 @@ from effnetlite.nn import architecture, layers
 from effnetlite.nn.depthwise import depthwise_shifted
 from effnetlite.nn.model import EfficientNetLite, LiteArchitecture, drop_connect
 from effnetlite.quant import fake_quant as fq
+from effnetlite.quant import integer
+from effnetlite.quant.integer import QTensor, avg_pool_int8
 
 RANGES = "quant_ranges"          # batch_stats[RANGES][point] = {"min", "max", "count"}
 TABLE = "quant_table"            # the collection the scales are captured in
@@ -77,13 +80,6 @@ ACTIVATIONS = "quant_activations"  # every int8 activation (dequantised), when m
 INPUT_SCALE = 1.0 / 128.0
 INPUT_ZERO_POINT = -1.0
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-
-
-class QTensor(NamedTuple):
-  """An activation on its int8 grid: float values, scale, zero point."""
-  value: jax.Array
-  scale: Any
-  zero_point: Any
 
 
 @dataclasses.dataclass(eq=False)
@@ -145,51 +141,24 @@ class _Context:
 
   def requantized(self, name: str, accumulator: jax.Array, real: jax.Array,
                   accumulator_scale: Any, relu: bool) -> QTensor:
-    """The int8 output of an integer conv / fully-connected layer at point `name`, as
-    XNNPACK computes it from the exact int32 accumulator: float32(acc) times the float32
-    multiplier (s_in * s_w) / s_out, clamped (fused ReLU6), rounded half to even, plus the
-    zero point. `real` (acc * s_in * s_w, before ReLU6) carries the straight-through
-    gradient and the observed range."""
+    """The int8 output of an integer conv / fully-connected layer at point `name`
+    (`integer.requantize`). `real` (acc * s_in * s_w, before ReLU6) carries the
+    straight-through gradient and the observed range."""
     y = jax.nn.relu6(real) if relu else real
     scale, zero_point = self.activation_params(name, y)
-    multiplier = fq.ieee_divide(accumulator_scale, scale)
-    low, high = float(fq.INT8_MIN), float(fq.INT8_MAX)
-    if relu:  # TFLite's fused-activation range: the codes of 0 and 6, within int8
-      low = jnp.maximum(low, zero_point)
-      high = jnp.minimum(high, zero_point + fq.round_half_away(fq.ieee_divide(6.0, scale)))
-    acc = lax.stop_gradient(accumulator)
-    codes = jnp.round(jnp.clip(acc * multiplier, low - zero_point, high - zero_point))
-    exact = lax.stop_gradient(codes * scale)
-    clipped = jnp.clip(y, (fq.INT8_MIN - zero_point) * scale, (fq.INT8_MAX - zero_point) * scale)
-    value = clipped + lax.stop_gradient(exact - clipped)
+    codes = integer.requantize(accumulator, accumulator_scale, scale, zero_point, relu)
+    value = integer.straight_through(y, codes, scale, zero_point)
     self.values[name] = value
     return QTensor(value, scale, zero_point)
 
   def add(self, name: str, a: QTensor, b: QTensor) -> QTensor:
-    """The residual ADD at point `name` as XNNPACK's int8 kernel computes it: each input's
-    scale ratio s_a / s_out, s_b / s_out (float32) as a fixed-point multiplier of 2^shift,
-    shift = 20 - floor(log2(the larger ratio)) (multipliers rounded half to even), the
-    two products of the codes less their zero points summed in int32 with 2^(shift-1),
-    shifted right arithmetically (halves round up), clamped, plus the zero point."""
+    """The residual ADD at point `name` (`integer.fixed_point_add`)."""
     real = a.value + b.value
     if self.table is not None:
       return self.activation(name, real)
     scale, zero_point = self.activation_params(name, real)
-    ratio_a, ratio_b = fq.ieee_divide(a.scale, scale), fq.ieee_divide(b.scale, scale)
-    _, exponent = jnp.frexp(jnp.maximum(ratio_a, ratio_b))  # larger ratio = m * 2^exponent
-    shift = (21 - exponent).astype(jnp.int32)
-    multiplier_a = jnp.round(jnp.ldexp(ratio_a, shift)).astype(jnp.int32)
-    multiplier_b = jnp.round(jnp.ldexp(ratio_b, shift)).astype(jnp.int32)
-    codes_a = jnp.round(lax.stop_gradient(a.value / a.scale)).astype(jnp.int32)
-    codes_b = jnp.round(lax.stop_gradient(b.value / b.scale)).astype(jnp.int32)
-    total = (multiplier_a * codes_a + multiplier_b * codes_b
-             + jnp.left_shift(jnp.int32(1), shift - 1))
-    codes = jnp.right_shift(total, shift).astype(jnp.float32)
-    codes = jnp.clip(codes, fq.INT8_MIN - zero_point, fq.INT8_MAX - zero_point)
-    exact = lax.stop_gradient(codes * scale)
-    clipped = jnp.clip(real, (fq.INT8_MIN - zero_point) * scale,
-                       (fq.INT8_MAX - zero_point) * scale)
-    value = clipped + lax.stop_gradient(exact - clipped)
+    codes = integer.fixed_point_add(a, b, scale, zero_point)
+    value = integer.straight_through(real, codes, scale, zero_point)
     self.values[name] = value
     return QTensor(value, scale, zero_point)
 
@@ -247,18 +216,6 @@ class _DenseVariables(nn.Module):
     return kernel, bias
 
 
-@jax.custom_vjp
-def _pointwise_exact(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`layers.pointwise_dot` at full float32 precision (no TF32: integer operands stay exact),
-  with its gradient rule."""
-  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
-                         precision=lax.Precision.HIGHEST)
-
-
-_pointwise_exact.defvjp(lambda x, kernel: (_pointwise_exact(x, kernel), (x, kernel)),
-                        layers._pointwise_dot_bwd)  # noqa: SLF001 - the same rule
-
-
 def _conv(x: jax.Array, kernel: jax.Array, stride: int, depthwise: bool, depthwise_impl: str,
           pointwise_impl: str) -> jax.Array:
   """The float model's convolution implementations at full float32 precision (on integer
@@ -272,7 +229,7 @@ def _conv(x: jax.Array, kernel: jax.Array, stride: int, depthwise: bool, depthwi
                                     precision=lax.Precision.HIGHEST)
   if kernel.shape[0] == 1 and stride == 1 and layers.resolve_impl(
       pointwise_impl, ("auto", "conv", "dot"), "dot") == "dot":
-    return _pointwise_exact(x, kernel[0, 0])
+    return integer.pointwise_exact(x, kernel[0, 0])
   return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
                                   dimension_numbers=_DIMENSIONS,
                                   precision=lax.Precision.HIGHEST)
@@ -319,18 +276,6 @@ def _integer_layer(ctx: _Context, point: str, x: QTensor, wq: jax.Array, w_scale
   accumulator = op(x_codes, w_codes) + bias_codes
   return ctx.requantized(point, accumulator, accumulator * accumulator_scale,
                          accumulator_scale, relu)
-
-
-def avg_pool_int8(x: QTensor) -> QTensor:
-  """TFLite's int8 full-window AVERAGE_POOL_2D: the mean of the int8 codes rounded half
-  away from zero, at the input's scale and zero point (straight-through gradient)."""
-  mean = jnp.mean(x.value, axis=(1, 2))
-  codes = jnp.round(x.value / x.scale) + x.zero_point
-  count = x.value.shape[1] * x.value.shape[2]
-  total = jnp.sum(codes, axis=(1, 2))
-  rounded = jnp.sign(total) * jnp.floor((jnp.abs(total) + count // 2) / count)
-  exact = (rounded - x.zero_point) * x.scale
-  return QTensor(mean + lax.stop_gradient(exact - mean), x.scale, x.zero_point)
 
 
 class _Block(nn.Module):
@@ -427,7 +372,7 @@ class QuantizedEfficientNetLite(LiteArchitecture):
       logits = ctx.activation("logits", inputs @ wq + bias).value
     else:
       inputs = QTensor(inputs, pooled.scale, pooled.zero_point)
-      logits = _integer_layer(ctx, "logits", inputs, wq, w_scale, bias, _pointwise_exact,
+      logits = _integer_layer(ctx, "logits", inputs, wq, w_scale, bias, integer.pointwise_exact,
                               relu=False).value
     if self.table is None:
       if update or initializing:
