@@ -86,9 +86,12 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=config.search.max_retries, inherit_intermediate_values=True)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
             grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry)
+      if url.startswith("sqlite"):
+        _lock_sqlite_on_begin(storage.engine)
+      return storage
     except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
             sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
             ModuleNotFoundError) as error:
@@ -102,6 +105,29 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
                       f"{str(error).splitlines()[0]}); pass a SQLAlchemy URL such as "
                       "postgresql+psycopg://user:password@host/db (pip install psycopg)") from None
   raise UserError(f"--storage={url}: could not create Optuna's tables after 6 attempts")
+
+
+def _lock_sqlite_on_begin(engine: Any) -> None:
+  """Every transaction takes SQLite's write lock when it begins (BEGIN IMMEDIATE).
+
+  Python's sqlite3 begins a transaction only at the first write, so Optuna's
+  "take the next waiting trial" (read its state, then set RUNNING) is not atomic
+  on SQLite: two workers read WAITING for the same trial, both set it RUNNING and
+  train the same candidate, and the second to finish fails with "Cannot tell a
+  COMPLETE trial". PostgreSQL locks the row (SELECT ... FOR UPDATE), SQLite
+  ignores that; the immediate lock serialises workers instead (SQLAlchemy's
+  recipe for pysqlite transactions).
+  """
+  from sqlalchemy import event
+
+  @event.listens_for(engine, "connect")
+  def _driver_begins_nothing(dbapi_connection, connection_record):
+    dbapi_connection.isolation_level = None
+
+  @event.listens_for(engine, "begin")
+  def _begin_immediate(connection):
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+  engine.dispose()  # connections opened while creating the tables predate the listeners
 
 
 def open_study(config: ml_collections.ConfigDict, url: str, study_name: str,
