@@ -22,6 +22,10 @@ NO_CACHE = "none"
 # workers, pytest-xdist) never read an entry another one is still writing.
 COMPILATION_CACHE_BYTES = 4 << 30
 _IMPORTED_AT = time.time()
+_state = {"configured": False, "notice_given": False}
+# A lite0 training step under glibc's defaults against `configure_process()`, measured with
+# benchmarks/throughput.py --plain_loop (benchmarks/README.md).
+PLAIN_LOOP_SLOWDOWN = "about 1.6x"
 
 
 def quiet_library_logs() -> None:
@@ -121,21 +125,40 @@ def skip_keras_import() -> None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 
+def notice_unconfigured_cpu_process() -> None:
+  """Once per process: a program that trains on CPU without `configure_process()` is told
+  what it misses (library users' own loops; the commands configure themselves)."""
+  if _state["configured"] or _state["notice_given"] or not allocator.is_glibc():
+    return
+  _state["notice_given"] = True
+  import jax
+  if jax.default_backend() != "cpu":
+    return
+  logging.getLogger("effnetlite").warning(
+      "effnetlite: call effnetlite.configure_process() first thing in your program: "
+      "with glibc's default malloc, XLA:CPU faults every step's temporaries back in, and "
+      "training on CPU runs %s slower (benchmarks/README.md)", PLAIN_LOOP_SLOWDOWN)
+
+
 def configure_process(malloc_tuning: bool = True, compilation_cache: str | None = None,
                       keras: bool = False, verbose: bool = False) -> None:
   """glibc malloc tuning (see `allocator`), the persistent compilation cache and a quiet
   console (framework logs and native noise off), before JAX starts.
 
-  Call it before the first JAX computation: the malloc settings apply to the
-  threads XLA starts afterwards. `EFFNETLITE_MALLOC_TUNING=0` (or
-  `malloc_tuning=False`) leaves the allocator alone; `compilation_cache` defaults to
+  Call it first thing in a program: it re-executes the program once (same arguments,
+  same process id) so that glibc starts with the malloc tunables, which a running
+  process cannot take; where it cannot (notebooks, pytest, JAX already computing) it
+  applies what mallopt can. `EFFNETLITE_MALLOC_TUNING=0` (or `malloc_tuning=False`)
+  leaves the allocator alone; `compilation_cache` defaults to
   `default_compilation_cache()`, and "none" turns the cache off. `keras=True` lets
   TensorFlow load Keras, for programs that use `tf.keras` beside this library.
   `verbose=True` (the commands' --verbose) leaves every library's logging as it comes,
   for when something goes wrong inside one.
   """
   if malloc_tuning:
-    allocator.tune_glibc_malloc()
+    allocator.prefer_reexec()  # returns only where it cannot
+    allocator.tune_in_process()
+  _state["configured"] = True
   if not keras:
     skip_keras_import()
   enable_compilation_cache(compilation_cache or default_compilation_cache())

@@ -18,6 +18,7 @@ from effnetlite import quant, runs
 from effnetlite.errors import UserError
 from effnetlite.nn.layers import resolve_impl
 from effnetlite.nn.model import EfficientNetLite
+from effnetlite.utils import process
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
 from effnetlite.weights.loading import load_weights
 
@@ -130,6 +131,7 @@ def create_model(name_or_config: str | ml_collections.ConfigDict | None = None,
       classifier; by default (None) only when an external file's classifier does
       not fit `num_classes`.
   """
+  process.notice_unconfigured_cpu_process()
   run = None
   if isinstance(pretrained, str) and pretrained not in WEIGHT_KEYWORDS:
     run = runs.find_run(absolute_path(pretrained))

@@ -1,8 +1,8 @@
-"""The malloc settings of `configure_process` keep XLA:CPU's big buffers mapped between steps;
-importing effnetlite alone leaves the allocator alone."""
+"""The malloc settings of `configure_process`: a program re-executes itself once under glibc's
+tunables (big blocks on huge pages, returned on free; the rest kept), falls back to mallopt
+where it cannot, and importing effnetlite alone leaves the allocator alone."""
 
 import json
-import os
 
 import pytest
 from helpers import run_python
@@ -11,8 +11,8 @@ from effnetlite.utils import allocator
 
 # Ten calls of a step with an 80 MB temporary (a matmul result feeding a matmul), as
 # XLA:CPU's training steps have many. {setup} runs before JAX computes anything.
-_FAULTS_PER_CALL = """
-import json, resource
+_STEP = """
+import json, os, resource
 import effnetlite
 {setup}
 import jax, jax.numpy as jnp
@@ -22,31 +22,54 @@ step(a, b).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
   step(a, b).block_until_ready()
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10))
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+print(json.dumps({{"faults": faults, "pid": os.getpid(),
+                  "tunables": os.environ.get("GLIBC_TUNABLES", "")}}))
 """
+PAGES = 80 * 2**20 // 4096  # of the temporary, in 4 KiB pages
+needs_glibc = pytest.mark.skipif(not allocator.is_glibc(), reason="glibc's allocator only")
 
 
-def _faults_per_call(setup: str, tuning: str = "1") -> float:
-  result = run_python(_FAULTS_PER_CALL.format(setup=setup),
-                      env={"EFFNETLITE_MALLOC_TUNING": tuning})
+def _run(setup: str, tuning: str = "1", tunables: str | None = None) -> dict:
+  env = {"EFFNETLITE_MALLOC_TUNING": tuning, "GLIBC_TUNABLES": tunables or ""}
+  result = run_python(_STEP.format(setup=setup), env=env)
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not allocator.tune_glibc_malloc(), reason="needs glibc's mallopt")
-def test_big_buffers_are_faulted_in_every_call_unless_the_process_opts_in(monkeypatch):
-  for name in [name for name in os.environ if name.startswith("MALLOC_")]:
-    monkeypatch.delenv(name)  # the baseline is glibc's defaults
-  pages = 80 * 2**20 // 4096
-  imported_only = _faults_per_call("")
-  opted_out = _faults_per_call("effnetlite.configure_process()", tuning="0")
-  tuned = _faults_per_call("effnetlite.configure_process()")
-  # glibc unmaps the 80 MB block on free: every page faults again.
-  assert imported_only > pages / 2
-  assert opted_out > pages / 2
-  assert tuned < pages / 20
+@needs_glibc
+@pytest.mark.skipif(not allocator.transparent_huge_pages(), reason="kernel without THP")
+def test_configured_program_reexecutes_once_and_maps_big_blocks_on_huge_pages():
+  run = _run("import os; pid = os.getpid(); effnetlite.configure_process(); "
+             "assert os.getpid() == pid")
+  assert run["tunables"] == allocator.tunables_value("")
+  # 80 MB in 2 MiB pages: 40 faults a call where 4 KiB pages take 20,480 (plus up to 1,022
+  # small pages at the ends of a mapping that is not 2 MiB-aligned).
+  assert run["faults"] < PAGES / 10
+
+
+@needs_glibc
+def test_without_the_call_or_opted_out_every_call_faults_its_temporary_in():
+  assert _run("")["faults"] > PAGES / 2
+  opted_out = _run("effnetlite.configure_process()", tuning="0")
+  assert opted_out["tunables"] == "" and opted_out["faults"] > PAGES / 2
+
+
+@needs_glibc
+def test_where_it_cannot_reexecute_mallopt_keeps_freed_blocks():
+  run = _run("import sys; sys.modules['IPython'] = sys; effnetlite.configure_process()")
+  assert run["tunables"] == ""  # a notebook's kernel is not restarted
+  assert run["faults"] < PAGES / 20
+
+
+def test_users_own_tunables_are_kept():
+  value = allocator.tunables_value("glibc.malloc.arena_max=4:glibc.pthread.rseq=0")
+  pairs = dict(pair.split("=") for pair in value.split(":"))
+  assert pairs["glibc.malloc.arena_max"] == "4" and pairs["glibc.pthread.rseq"] == "0"
+  assert pairs["glibc.malloc.hugetlb"] == "1"
+  assert pairs["glibc.malloc.mmap_threshold"] == str(64 << 20)
 
 
 def test_opt_out_leaves_the_allocator_alone(monkeypatch):
   monkeypatch.setenv("EFFNETLITE_MALLOC_TUNING", "0")
-  assert allocator.tune_glibc_malloc() is False
+  assert allocator.tune_in_process() is False

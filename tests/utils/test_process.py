@@ -223,3 +223,23 @@ def test_commands_keep_native_noise_off_the_console_unless_verbose(tmp_path):
   assert noise == [], quiet.stderr
   for pattern in NATIVE_NOISE:  # else the library changed its words: update NATIVE_NOISE
     assert re.search(pattern, verbose.stderr), (pattern, verbose.stderr)
+
+
+_TWO_MODELS = """
+import effnetlite
+{setup}
+for _ in range(2):
+  effnetlite.create_model("lite0", num_classes=10)
+print("built")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
+def test_a_plain_loop_is_told_once_what_configure_process_gains():
+  plain = run_python(_TWO_MODELS.format(setup=""))
+  assert plain.returncode == 0, plain.stderr
+  assert plain.stderr.count("call effnetlite.configure_process() first thing") == 1
+  assert "training on CPU runs about" in plain.stderr
+  configured = run_python(_TWO_MODELS.format(setup="effnetlite.configure_process()"))
+  assert configured.returncode == 0 and configured.stdout.strip() == "built"
+  assert "configure_process" not in configured.stderr
