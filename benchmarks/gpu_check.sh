@@ -16,5 +16,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)" \
   | tee -a "$OUT/gpu.txt"
 python3 benchmarks/throughput.py --batch="${BATCH:-256}" --dtypes=bfloat16,float32 \
-  --repeats="${REPEATS:-10}" --warmup=3 --memory_runs=1 \
+  --repeats="${REPEATS:-10}" --warmup=3 --rounds=1 \
   --output="$OUT/gpu.json" --markdown="$OUT/gpu.md" 2>&1 | tee "$OUT/gpu.log"

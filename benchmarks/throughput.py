@@ -1,19 +1,27 @@
 """Training and inference speed and peak training memory of our model vs the PyTorch reference.
 
   python benchmarks/throughput.py [--variant=lite0] [--batch=32] [--resolution=224]
-      [--dtypes=float32,bfloat16] [--repeats=5] [--memory_runs=3]
+      [--dtypes=float32,bfloat16] [--rounds=5] [--repeats=5] [--plain_loop]
       [--output=results.json] [--markdown=table.md]
 
-Speed: for each dtype, alternates ours and theirs for every repeat after warm-up and
-reports the median images/s, the ratio ours/theirs, and model FLOP utilisation
-(img/s x 6 x MACs for training, 2 x MACs for inference) as a fraction of the peak: a
-matmul measured in the same run on CPU, the published dense peak on H100/H200. Theirs:
-`efficientnet-lite-pytorch`, channels_last, threads = cores, inference under
-`torch.inference_mode`, bfloat16 through `torch.autocast` (AMP; CPU or GPU, where
-cuDNN's autotuner is on). On a GPU both frameworks run there.
-Memory: the peak of fresh processes that each build one framework's training step and
-run it, alternating ours and theirs `--memory_runs` times: the resident set on CPU, the
-allocator's device peak on a GPU.
+Every measurement runs in fresh processes, one per framework and round, alternating ours
+and theirs for `--rounds` rounds, so that drift in the machine hits both alike and each
+framework runs under its own best process settings:
+- ours: `effnetlite.configure_process()` first thing, as the commands and the README's
+  first code block do (glibc tunables: blocks >= 64 MiB on transparent huge pages);
+- theirs: `efficientnet-lite-pytorch`, channels_last, threads = cores, RMSprop, inference
+  under `torch.inference_mode`, bfloat16 through `torch.autocast` (AMP; on GPU with cuDNN's
+  autotuner), under `allocator.HEAP_ON_HUGE_PAGES` (one arena, no mmap, no trimming, huge
+  pages: PyTorch's fastest of the settings tried, benchmarks/README.md);
+- `--plain_loop` adds a third process per round: a researcher's own loop
+  (`create_model` + `module.apply` + optax) without `configure_process()`.
+Each process times `--repeats` calls of the training step and of inference (batch and 1)
+after `--warmup` untimed ones, and reports its peak memory after training float32 (the
+resident set's peak on CPU, the allocator's device peak on a GPU) and its page faults per
+training step. A round's speed is the median of its calls; the table gives the median over
+rounds, the per-round ratios and model FLOP utilisation (img/s x 6 x MACs for training,
+2 x MACs for inference) as a fraction of a matmul peak measured here on CPU, the published
+dense peak on H100/H200.
 """
 
 from __future__ import annotations
@@ -21,17 +29,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
-
-# First, before JAX and PyTorch load: glibc malloc with one arena, no mmap, no trimming,
-# for both frameworks; without it PyTorch loses ~3x on CPU and XLA:CPU page-faults its
-# temporaries back in every step (effnetlite/utils/allocator.py).
-from effnetlite.utils.process import configure_process  # isort: skip
-
-configure_process()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -43,7 +45,7 @@ from effnetlite.nn import costs  # noqa: E402
 from effnetlite.data.preprocessing import normalize  # noqa: E402
 from effnetlite.train import optimizer as optimizer_lib  # noqa: E402
 from effnetlite.train import steps  # noqa: E402
-from effnetlite.utils import cli  # noqa: E402
+from effnetlite.utils import allocator, cli  # noqa: E402
 from effnetlite.utils.files import write_atomically  # noqa: E402
 from effnetlite.weights import factory  # noqa: E402
 
@@ -58,14 +60,12 @@ flags.register_validator("dtypes", lambda values: bool(values) and set(values) <
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per function.", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Time ours only.")
-_MEMORY_RUNS = flags.DEFINE_integer("memory_runs", 3, "Fresh training processes per framework "
-                                    "for the peak memory (0: skip).", lower_bound=0)
-_MEMORY_STEPS = flags.DEFINE_integer("memory_steps", 6, "Training steps of each such process.",
-                                     lower_bound=1)
-_SPEED = flags.DEFINE_bool("speed", True, "Time training and inference (--nospeed: memory "
-                           "only).")
-_CHILD = flags.DEFINE_enum("child", None, ["ours", "theirs"],
-                           "Internal: be one memory-measuring training process.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds of fresh processes, one per framework.",
+                               lower_bound=1)
+_PLAIN_LOOP = flags.DEFINE_bool("plain_loop", False, "Also time a plain loop (create_model + "
+                                "apply + optax) without configure_process(), each round.")
+_CHILD = flags.DEFINE_enum("child", None, ["ours", "theirs", "plain"],
+                           "Internal: be one measuring process.")
 _OUTPUT = cli.DEFINE_path("output", "", "Write the results here as JSON.")
 _MARKDOWN = cli.DEFINE_path("markdown", "", "Write the table here.")
 
@@ -174,82 +174,144 @@ def theirs(name: str, batch: int, resolution: int, dtype: str):
   return train, inference
 
 
-def measure(pairs, warmup: int, repeats: int) -> dict[str, list[float]]:
-  """Alternates the timed functions so that drift in machine speed hits both alike."""
-  times = {name: [] for name in pairs}
+def plain_loop(variant: str, batch: int, resolution: int):
+  """A researcher's own loop: `create_model`, `module.apply`, optax; no process settings."""
+  import optax
+
+  import effnetlite
+  module, variables = effnetlite.create_model(variant)
+  optimizer = optax.rmsprop(1e-4, decay=0.9, eps=1e-3, momentum=0.9)
+  state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+  images = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, resolution,
+                                                                 resolution, 3), np.uint8))
+  labels = jnp.zeros((batch,), jnp.int32)
+
+  @jax.jit
+  def train_step(state, images, labels, rng):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(params):
+      logits, updated = module.apply({"params": params, "batch_stats": batch_stats},
+                                     effnetlite.normalize(images), train=True,
+                                     mutable=["batch_stats"], rngs={"dropout": rng})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updated
+    (loss, updated), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), updated["batch_stats"], opt_state), loss
+  holder = {"state": state, "rng": jax.random.PRNGKey(0)}
+
+  def train():
+    start = time.perf_counter()
+    holder["rng"], rng = jax.random.split(holder["rng"])
+    holder["state"], loss = train_step(holder["state"], images, labels, rng)
+    loss.block_until_ready()
+    return time.perf_counter() - start
+  return train, None
+
+
+def peak_memory_bytes(framework: str) -> int:
+  """The process's peak so far: the resident set's (VmHWM) on CPU, the device's on a GPU."""
+  if jax.default_backend() == "cpu":
+    with open("/proc/self/status", encoding="ascii") as handle:
+      return 1024 * next(int(line.split()[1]) for line in handle
+                         if line.startswith("VmHWM:"))
+  if framework == "theirs":
+    import torch
+    return torch.cuda.max_memory_allocated()
+  return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+
+
+def timed(fn, warmup: int, repeats: int) -> tuple[list[float], float]:
+  """Seconds of `repeats` calls after `warmup`, and the page faults per timed call."""
   for _ in range(warmup):
-    for fn in pairs.values():
-      fn()
-  for _ in range(repeats):
-    for name, fn in pairs.items():
-      time.sleep(0.3)  # lets the other framework's spinning worker threads go idle first
-      times[name].append(fn())
-  return times
+    fn()
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  seconds = [fn() for _ in range(repeats)]
+  return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
 
 
-def speed_rows(times: dict[str, list[float]], dtype: str, batch: int, macs: int,
-               peak: float) -> list[dict]:
-  rows = []
-  for task, key, images, flops_per_image in (
-      ("train", "train", batch, 6 * macs),
-      (f"inference batch {batch}", "infer_batch", batch, 2 * macs),
-      ("inference batch 1", "infer_1", 1, 2 * macs)):
-    our_rate = images / statistics.median(times[f"ours_{key}"])
-    row = {"task": task, "dtype": dtype, "ours_images_per_sec": our_rate,
-           "ours_fraction_of_peak": our_rate * flops_per_image / peak}
-    if f"theirs_{key}" in times:
-      their_rate = images / statistics.median(times[f"theirs_{key}"])
-      row.update(theirs_images_per_sec=their_rate, ratio=our_rate / their_rate,
-                 theirs_fraction_of_peak=their_rate * flops_per_image / peak)
-    rows.append(row)
-  return rows
-
-
-def train_for_memory(framework: str, config, batch: int, steps: int) -> None:
-  """A memory-measuring child: build one framework's float32 training step, run it, and
-  print its peak memory. On CPU the resident set's peak (VmHWM counts from the exec; the
-  kernel's ru_maxrss of a child would start from this parent's resident set at the
-  fork); on a GPU the allocator's peak on the device."""
-  train, _ = (ours(config, batch, "float32") if framework == "ours" else
-              theirs(_VARIANT.value, batch, config.model.resolution, "float32"))
-  for _ in range(steps):
-    train()
-  if jax.default_backend() != "cpu":
-    if framework == "ours":
-      peak = jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+def child(framework: str, config, batch: int) -> dict:
+  """One measuring process: each dtype's training (float32 first: the peak memory is read
+  after it) and, for ours and theirs, inference at `batch` and 1."""
+  resolution, result = config.model.resolution, {}
+  for dtype in sorted(_DTYPES.value, key=lambda d: d != "float32"):
+    if framework == "plain":
+      if dtype != "float32":
+        continue
+      train, infer = plain_loop(_VARIANT.value, batch, resolution)
+    elif framework == "ours":
+      train, infer = ours(config.copy_and_resolve_references(), batch, dtype)
     else:
-      import torch
-      peak = torch.cuda.max_memory_allocated()
-    print(f"peak_bytes {peak}")
-    return
-  with open("/proc/self/status", encoding="ascii") as handle:
-    peak_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
-  print(f"peak_bytes {peak_kb * 1024}")
+      train, infer = theirs(_VARIANT.value, batch, resolution, dtype)
+    seconds, faults = timed(train, _WARMUP.value, _REPEATS.value)
+    result[dtype] = {"train": seconds, "faults_per_train_step": faults}
+    if dtype == "float32":
+      result["peak_bytes"] = peak_memory_bytes(framework)
+    if infer is not None:
+      for key, size in (("infer_batch", batch), ("infer_1", 1)):
+        result[dtype][key] = timed(infer(size), _WARMUP.value, _REPEATS.value)[0]
+  return result
 
 
-def peak_memory(framework: str, resolution: int) -> float:
-  """Peak resident set (GB) of a fresh training process of `framework`."""
+def run_child(framework: str, resolution: int) -> dict:
   command = [sys.executable, os.path.abspath(__file__), f"--child={framework}",
              f"--variant={_VARIANT.value}", f"--batch={_BATCH.value}",
-             f"--resolution={resolution}", f"--memory_steps={_MEMORY_STEPS.value}"]
-  child = subprocess.run(command, capture_output=True, text=True)
-  if child.returncode:
-    raise RuntimeError(f"{framework} memory run failed: {child.stderr[-2000:]}")
-  return int(child.stdout.split("peak_bytes")[-1]) / 1e9
+             f"--resolution={resolution}", f"--dtypes={','.join(_DTYPES.value)}",
+             f"--repeats={_REPEATS.value}", f"--warmup={_WARMUP.value}"]
+  env = dict(os.environ)
+  env.pop("GLIBC_TUNABLES", None)  # this process's own, from configure_process
+  if framework == "theirs":
+    env["GLIBC_TUNABLES"] = allocator.HEAP_ON_HUGE_PAGES
+  elif framework == "plain":  # cli.run's configure_process leaves malloc as glibc starts it
+    env[allocator.OPT_OUT_ENV] = "0"
+  done = subprocess.run(command, capture_output=True, text=True, env=env)
+  if done.returncode:
+    raise RuntimeError(f"{framework} process failed: {done.stderr[-3000:]}")
+  return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def memory_rows(resolution: int, runs: int, with_torch: bool) -> dict:
-  peaks = {"ours": [], "theirs": []}
-  for _ in range(runs):  # alternating, so drift in the machine hits both alike
-    for framework in ("ours", "theirs") if with_torch else ("ours",):
-      peaks[framework].append(peak_memory(framework, resolution))
-  result = {"runs": runs, "ours_gb": peaks["ours"]}
-  if with_torch:
-    result.update(theirs_gb=peaks["theirs"],
-                  median_ratio=statistics.median(peaks["ours"]) /
-                  statistics.median(peaks["theirs"]),
-                  worst_ratio=max(peaks["ours"]) / statistics.median(peaks["theirs"]))
-  return result
+def median_rate(seconds: list[float], images: int) -> float:
+  return images / statistics.median(seconds)
+
+
+def summarise(runs: dict[str, list[dict]], batch: int, macs: int,
+              peaks: dict[str, float]) -> tuple[list[dict], dict]:
+  """Rows per (task, dtype): median over rounds of each round's median rate, and the
+  per-round ratios; and the peak-memory summary of the same processes."""
+  rows = []
+  for dtype in _DTYPES.value:
+    for task, key, images, flops_per_image in (
+        ("train", "train", batch, 6 * macs),
+        (f"inference batch {batch}", "infer_batch", batch, 2 * macs),
+        ("inference batch 1", "infer_1", 1, 2 * macs)):
+      rates = {framework: [median_rate(run[dtype][key], images) for run in framework_runs
+                           if key in run.get(dtype, {})]
+               for framework, framework_runs in runs.items()}
+      ours_rate = statistics.median(rates["ours"])
+      row = {"task": task, "dtype": dtype, "ours_images_per_sec": ours_rate,
+             "ours_rounds": rates["ours"],
+             "ours_fraction_of_peak": ours_rate * flops_per_image / peaks[dtype],
+             "ours_faults_per_step": statistics.median(
+                 run[dtype]["faults_per_train_step"] for run in runs["ours"])}
+      if rates.get("theirs"):
+        theirs_rate = statistics.median(rates["theirs"])
+        row.update(theirs_images_per_sec=theirs_rate, theirs_rounds=rates["theirs"],
+                   ratio=ours_rate / theirs_rate,
+                   round_ratios=[o / t for o, t in zip(rates["ours"], rates["theirs"])],
+                   theirs_fraction_of_peak=theirs_rate * flops_per_image / peaks[dtype],
+                   theirs_faults_per_step=statistics.median(
+                       run[dtype]["faults_per_train_step"] for run in runs["theirs"]))
+      if rates.get("plain"):
+        row.update(plain_images_per_sec=statistics.median(rates["plain"]),
+                   plain_rounds=rates["plain"])
+      rows.append(row)
+  memory = {framework: [run["peak_bytes"] / 1e9 for run in framework_runs]
+            for framework, framework_runs in runs.items()}
+  if "theirs" in memory:
+    memory.update(median_ratio=statistics.median(memory["ours"]) /
+                  statistics.median(memory["theirs"]),
+                  worst_ratio=max(memory["ours"]) / statistics.median(memory["theirs"]))
+  return rows, memory
 
 
 def main(argv) -> None:
@@ -259,36 +321,27 @@ def main(argv) -> None:
     config.model.resolution = _RESOLUTION.value
   resolution, batch = config.model.resolution, _BATCH.value
   if _CHILD.value:
-    train_for_memory(_CHILD.value, config, batch, _MEMORY_STEPS.value)
+    print(json.dumps(child(_CHILD.value, config, batch)))
     return
+  frameworks = (["ours"] + ([] if _NO_TORCH.value else ["theirs"])
+                + (["plain"] if _PLAIN_LOOP.value else []))
+  runs = {framework: [] for framework in frameworks}
+  for _ in range(_ROUNDS.value):
+    for framework in frameworks:
+      runs[framework].append(run_child(framework, resolution))
   model = config.model
   macs = costs.count_macs(model.width, model.depth, resolution)
-  rows, times, peaks = [], {}, {}
-  for dtype in _DTYPES.value if _SPEED.value else ():
-    peak, source = peak_flops(dtype)
-    peaks[dtype] = {"gflops": peak / 1e9, "source": source}
-    our_train, our_infer = ours(config.copy_and_resolve_references(), batch, dtype)
-    pairs = {"ours_train": our_train, "ours_infer_batch": our_infer(batch),
-             "ours_infer_1": our_infer(1)}
-    if not _NO_TORCH.value:
-      their_train, their_infer = theirs(_VARIANT.value, batch, resolution, dtype)
-      pairs.update(theirs_train=their_train, theirs_infer_batch=their_infer(batch),
-                   theirs_infer_1=their_infer(1))
-    times[dtype] = measure(pairs, _WARMUP.value, _REPEATS.value)
-    rows += speed_rows(times[dtype], dtype, batch, macs, peak)
+  peaks = {dtype: peak_flops(dtype) for dtype in _DTYPES.value}
+  rows, memory = summarise(runs, batch, macs, {d: p for d, (p, _) in peaks.items()})
   machine = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
              "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-             "peaks": peaks, "jax": jax.__version__,
-             "date": time.strftime("%Y-%m-%d")}
-  if not _NO_TORCH.value:
-    import torch
-    machine["torch"] = torch.__version__
+             "peaks": {d: {"gflops": p / 1e9, "source": source}
+                       for d, (p, source) in peaks.items()},
+             "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"),
+             "theirs_tunables": allocator.HEAP_ON_HUGE_PAGES}
   result = {"variant": _VARIANT.value, "batch": batch, "resolution": resolution,
-            "repeats": _REPEATS.value, "machine": machine, "rows": rows,
-            "seconds_per_call": times}
-  if _MEMORY_RUNS.value:
-    result["peak_training_memory"] = memory_rows(resolution, _MEMORY_RUNS.value,
-                                                 not _NO_TORCH.value)
+            "rounds": _ROUNDS.value, "repeats": _REPEATS.value, "machine": machine,
+            "rows": rows, "peak_training_memory_gb": memory, "processes": runs}
   table = markdown_table(result)
   print(table)
   if _OUTPUT.value:
@@ -300,28 +353,34 @@ def main(argv) -> None:
 def markdown_table(result: dict) -> str:
   machine, nan = result["machine"], float("nan")
   title = (f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
-           f"{machine['device']} ({machine['cpus']} cpus), "
+           f"{machine['device']} ({machine['cpus']} cpus), {result['rounds']} rounds of "
+           f"fresh processes, "
            + "".join(f"{dtype} peak {p['gflops']:,.0f} GFLOP/s ({p['source']}), "
                      for dtype, p in machine["peaks"].items()) + machine["date"])
   lines = [title, "",
-           "| task | dtype | ours img/s | PyTorch img/s | ours/PyTorch | ours % peak | "
-           "PyTorch % peak |",
-           "|---|---|---|---|---|---|---|"]
+           "| task | dtype | ours img/s | PyTorch img/s | ours/PyTorch | per round | "
+           "ours % peak | PyTorch % peak | plain loop img/s |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in result["rows"]:
+    rounds = " ".join(f"{ratio:.2f}" for ratio in r.get("round_ratios", []))
     lines.append(f"| {r['task']} | {r['dtype']} | {r['ours_images_per_sec']:.1f} | "
                  f"{r.get('theirs_images_per_sec', nan):.1f} | {r.get('ratio', nan):.2f} | "
-                 f"{100 * r['ours_fraction_of_peak']:.1f}% | "
-                 f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% |")
-  memory = result.get("peak_training_memory")
-  if memory:
-    gigabytes = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
-    where = "resident" if result["machine"]["backend"] == "cpu" else "device"
-    lines += ["", f"peak training memory ({where}), float32, {memory['runs']} fresh "
-              f"processes each "
-              f"(GB): ours {gigabytes(memory['ours_gb'])}"]
-    if "theirs_gb" in memory:
-      lines[-1] += (f"; PyTorch {gigabytes(memory['theirs_gb'])}; ours/PyTorch median "
-                    f"{memory['median_ratio']:.2f}, worst {memory['worst_ratio']:.2f}")
+                 f"{rounds} | {100 * r['ours_fraction_of_peak']:.1f}% | "
+                 f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% | "
+                 f"{r.get('plain_images_per_sec', nan):.1f} |")
+  memory = result["peak_training_memory_gb"]
+  gigabytes = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
+  where = "resident" if machine["backend"] == "cpu" else "device"
+  train = next(r for r in result["rows"] if r["task"] == "train")
+  lines += ["", f"peak training memory ({where}, float32, GB): ours {gigabytes(memory['ours'])}"]
+  if "theirs" in memory:
+    lines[-1] += (f"; PyTorch {gigabytes(memory['theirs'])}; ours/PyTorch median "
+                  f"{memory['median_ratio']:.2f}, worst {memory['worst_ratio']:.2f}")
+  if "plain" in memory:
+    lines[-1] += f"; plain loop {gigabytes(memory['plain'])}"
+  lines += ["", f"page faults per training step (median): ours {train['ours_faults_per_step']:,.0f}"
+            + (f", PyTorch {train['theirs_faults_per_step']:,.0f}" if "theirs_faults_per_step"
+               in train else "")]
   return "\n".join(lines) + "\n"
 
 

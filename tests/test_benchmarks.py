@@ -17,7 +17,7 @@ TINY = {
     "input_pipeline.py": (["--images=12", "--resolution=32", "--batch=4", "--batches=2"],
                           "training preprocessing: "),
     "throughput.py": (["--resolution=32", "--batch=2", "--dtypes=float32", "--repeats=1",
-                       "--warmup=0", "--memory_runs=1", "--memory_steps=1"], "train"),
+                       "--warmup=0", "--rounds=1"], "train"),
 }
 
 

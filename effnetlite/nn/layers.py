@@ -29,6 +29,7 @@ from jax.ad_checkpoint import checkpoint_name
 from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
 from effnetlite.errors import UserError
 from effnetlite.nn.depthwise import depthwise_shifted
+from effnetlite.nn.padding import same_output_size, same_padding
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # The name of every convolution's output, for `jax.checkpoint` policies: a training
@@ -92,6 +93,22 @@ def _pointwise_dot_bwd(residuals, cotangent):
 pointwise_dot.defvjp(_pointwise_dot_fwd, _pointwise_dot_bwd)
 
 
+def patches_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """k x k convolution (TF 'SAME') as one matmul of the k*k*Cin patches: for the stem's
+  three input channels XLA:CPU's convolution and its kernel gradient ran ~8x slower than
+  PyTorch's (benchmarks/README.md, op profile); patches make both plain matmuls."""
+  k, _, channels, features = kernel.shape
+  out_h, out_w = (same_output_size(x.shape[axis], stride) for axis in (1, 2))
+  padded = jnp.pad(x, ((0, 0), same_padding(x.shape[1], k, stride),
+                       same_padding(x.shape[2], k, stride), (0, 0)))
+  taps = [lax.slice(padded, (0, i, j, 0),
+                    (x.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1,
+                     channels), (1, stride, stride, 1))
+          for i in range(k) for j in range(k)]
+  # (i, j, c) order along the last axis: the HWIO kernel's own order when flattened.
+  return pointwise_dot(jnp.concatenate(taps, axis=-1), kernel.reshape(k * k * channels, features))
+
+
 class DepthwiseConv(nn.Module):
   """k x k depthwise convolution, TF 'SAME' padding, no bias."""
   kernel_size: int
@@ -126,8 +143,10 @@ class Conv(nn.Module):
     kernel = self.param("kernel", conv_kernel_init(k * k * self.features),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if k == 1 and self.stride == 1 and resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
-      return checkpoint_name(pointwise_dot(x, kernel[0, 0]), CONV_OUTPUT)
+    if resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
+      if k == 1 and self.stride == 1:
+        return checkpoint_name(pointwise_dot(x, kernel[0, 0]), CONV_OUTPUT)
+      return checkpoint_name(patches_dot(x, kernel, self.stride), CONV_OUTPUT)
     return checkpoint_name(lax.conv_general_dilated(
         x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_DIMENSIONS),
         CONV_OUTPUT)

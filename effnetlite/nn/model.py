@@ -97,8 +97,7 @@ class EfficientNetLite(LiteArchitecture):
     depthwise_conv = functools.partial(layers.DepthwiseConv, impl=self.depthwise,
                                        dtype=self.dtype)
     features: dict[str, jax.Array] = {}
-    x = layers.Conv(self.stem_channels, kernel_size=3, stride=2, dtype=self.dtype,
-                    name="stem_conv")(images)
+    x = conv(self.stem_channels, kernel_size=3, stride=2, name="stem_conv")(images)
     x = relu6(norm(name="stem_bn")(x))
     specs = architecture.block_specs(self.width, self.depth, self.drop_connect_rate,
                                      stem_channels=self.stem_channels)

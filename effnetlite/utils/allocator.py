@@ -39,6 +39,10 @@ TUNABLES = {
     "glibc.malloc.trim_threshold": str(1 << 40),  # never give the heap's top back
     "glibc.malloc.arena_max": "1",
 }
+# `tune_in_process`'s settings as tunables, plus huge pages: for programs whose big blocks do
+# not overlap (PyTorch's training on CPU is fastest under them, benchmarks/README.md).
+HEAP_ON_HUGE_PAGES = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                      f"glibc.malloc.trim_threshold={1 << 40}:glibc.malloc.top_pad=0")
 # Hosts where a re-exec would break a connection or lose a session.
 _NO_REEXEC_MODULES = ("IPython", "ipykernel", "pytest")
 

@@ -34,6 +34,22 @@ def test_pointwise_impls_outputs_and_gradients(impl, features_in, features_out):
     assert relative_error(a, b) <= 1e-5
 
 
+# The stem: 3x3 stride 2 from 3 channels as one matmul of patches, on even and odd sides
+# (TF 'SAME' pads the odd pixel after), against XLA's convolution.
+@pytest.mark.parametrize("size", [10, 9])
+def test_patches_stem_outputs_and_gradients(size):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 3))
+  module = layers.Conv(8, kernel_size=3, stride=2, impl="dot")
+  variables = module.init(jax.random.PRNGKey(1), x)
+  reference = layers.Conv(8, kernel_size=3, stride=2, impl="conv")
+  assert module.apply(variables, x).shape == (2, (size + 1) // 2, (size + 2) // 2, 8)
+  loss = lambda m: lambda v, a: (m.apply(v, a) ** 2).sum()  # noqa: E731
+  ours = jax.grad(loss(module), argnums=(0, 1))(variables, x)
+  theirs = jax.grad(loss(reference), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    assert relative_error(a, b) <= 1e-5
+
+
 def test_unknown_impl_is_rejected():
   with pytest.raises(ValueError, match="unknown implementation 'fast'"):
     layers.resolve_impl("fast", layers.DEPTHWISE_IMPLS, "shifted")
