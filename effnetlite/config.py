@@ -81,7 +81,7 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   model.bn_epsilon = 1e-3
   model.dtype = "float32"          # compute dtype: float32 | bfloat16 (params stay float32)
   model.depthwise = "auto"         # auto | conv | shifted
-  model.pointwise = "auto"         # auto | conv | dot
+  model.pointwise = "auto"         # auto | conv | dot (the 1x1 layers; the stem as patches)
   # The TF input code meant bilinear for lite; one value used everywhere.
   model.resize_method = "bilinear"
   model.eval_crop_fraction = 0.875  # pad = round(res * (1 / 0.875 - 1)), 32 at 224

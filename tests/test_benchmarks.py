@@ -16,6 +16,7 @@ TINY = {
                         "lite0 float32 on h100x8 (cuda12), 8/chip: compiled"),
     "input_pipeline.py": (["--images=12", "--resolution=32", "--batch=4", "--batches=2"],
                           "training preprocessing: "),
+    "op_profile.py": (["--resolution=32", "--batch=2", "--steps=1"], "| sum of ops |"),
     "throughput.py": (["--resolution=32", "--batch=2", "--dtypes=float32", "--repeats=1",
                        "--warmup=0", "--rounds=1"], "train"),
 }
@@ -28,7 +29,7 @@ def test_every_benchmark_script_has_a_tiny_run():
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_benchmark_runs(script, tmp_path):
-  if script == "throughput.py":
+  if script in ("throughput.py", "op_profile.py"):
     pytest.importorskip("torch")
   flags, expected = TINY[script]
   output = tmp_path / "results.json"

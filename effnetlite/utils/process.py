@@ -25,7 +25,7 @@ _IMPORTED_AT = time.time()
 _state = {"configured": False, "notice_given": False}
 # A lite0 training step under glibc's defaults against `configure_process()`, measured with
 # benchmarks/throughput.py --plain_loop (benchmarks/README.md).
-PLAIN_LOOP_SLOWDOWN = "about 1.6x"
+PLAIN_LOOP_SLOWDOWN = "about 1.4x"
 
 
 def quiet_library_logs() -> None:
