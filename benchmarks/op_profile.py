@@ -28,17 +28,13 @@ import sys
 import tempfile
 import time
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
+import _common
+import jax
+from absl import flags
 
-from effnetlite import config as config_lib  # noqa: E402
-from effnetlite.train import optimizer as optimizer_lib  # noqa: E402
-from effnetlite.train import steps  # noqa: E402
-from effnetlite.utils import allocator, cli  # noqa: E402
-from effnetlite.utils.files import write_atomically  # noqa: E402
-from effnetlite.weights import factory  # noqa: E402
+from effnetlite import config as config_lib
+from effnetlite.utils import cli
+from effnetlite.utils.files import write_atomically
 
 _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Model variant.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
@@ -124,18 +120,9 @@ def scaled(seconds_by_group: dict[str, float], wall: float, profiled: float) -> 
 
 def profile_ours(config, batch: int, count: int) -> dict:
   config.model.dtype = "float32"
-  module = factory.module_from_config(config)
-  variables = factory.init_variables(module, config.model.resolution)
-  schedule = optimizer_lib.learning_rate_schedule(config, batch, 100, 1000)
-  optimizer = optimizer_lib.make_optimizer(config, schedule)
-  state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(0))
-  resolution = config.model.resolution
-  data = {"image": jnp.asarray(np.random.RandomState(0).randint(
-      0, 256, (batch, resolution, resolution, 3), np.uint8)),
-          "label": jnp.zeros((batch,), jnp.int32)}
-  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
-                       donate_argnums=0)
-  compiled = train_step.lower(state, data).compile()
+  training = _common.our_training(config, batch)
+  state, data = training["state"], training["data"]
+  compiled = training["step"].lower(state, data).compile()
   groups = hlo_groups(compiled.as_text())
   def step():
     nonlocal state
@@ -182,21 +169,13 @@ def their_group(event) -> str:
 
 
 def profile_theirs(variant: str, batch: int, resolution: int, count: int) -> dict:
+  import contextlib
+
   import torch
-  from efficientnet_lite_pytorch import EfficientNet
-  torch.set_num_threads(os.cpu_count())
-  model = EfficientNet.from_name(f"efficientnet-{variant}").to(memory_format=torch.channels_last)
-  optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, eps=1e-3,
-                                  momentum=0.9)
-  images = torch.rand(batch, 3, resolution, resolution).to(memory_format=torch.channels_last)
-  labels = torch.zeros(batch, dtype=torch.long)
-  model.train()
+  _, train_step, _ = _common.their_training(variant, batch, resolution)
 
   def step():
-    loss = torch.nn.functional.cross_entropy(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    train_step(contextlib.nullcontext())
   wall = unprofiled_seconds(step, count)
   activities = [torch.profiler.ProfilerActivity.CPU]
   with torch.profiler.profile(activities=activities, record_shapes=True) as profiler:
@@ -232,9 +211,7 @@ def markdown_table(ours: dict, theirs: dict, title: str) -> str:
 
 def main(argv) -> None:
   cli.no_positional_arguments(argv)
-  config = config_lib.variant_config(_VARIANT.value)
-  if _RESOLUTION.value:
-    config.model.resolution = _RESOLUTION.value
+  config = _common.benchmark_config(_VARIANT.value, _RESOLUTION.value)
   resolution, batch = config.model.resolution, _BATCH.value
   if _CHILD.value:
     print(json.dumps(profile_theirs(_VARIANT.value, batch, resolution, _STEPS.value)))
@@ -242,8 +219,8 @@ def main(argv) -> None:
   command = [sys.executable, os.path.abspath(__file__), "--child=theirs",
              f"--variant={_VARIANT.value}", f"--batch={batch}", f"--resolution={resolution}",
              f"--steps={_STEPS.value}"]
-  env = dict(os.environ, GLIBC_TUNABLES=allocator.HEAP_ON_HUGE_PAGES)
-  done = subprocess.run(command, capture_output=True, text=True, env=env)
+  done = subprocess.run(command, capture_output=True, text=True,
+                        env=_common.child_environment("theirs"))
   if done.returncode:
     raise RuntimeError(f"the PyTorch profile failed: {done.stderr[-3000:]}")
   theirs = json.loads(done.stdout.strip().splitlines()[-1])

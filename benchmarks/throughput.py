@@ -35,19 +35,17 @@ import subprocess
 import sys
 import time
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
+import _common
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
 
-from effnetlite import config as config_lib  # noqa: E402
-from effnetlite.nn import costs  # noqa: E402
-from effnetlite.data.preprocessing import normalize  # noqa: E402
-from effnetlite.train import optimizer as optimizer_lib  # noqa: E402
-from effnetlite.train import steps  # noqa: E402
-from effnetlite.utils import allocator, cli  # noqa: E402
-from effnetlite.utils.files import write_atomically  # noqa: E402
-from effnetlite.weights import factory  # noqa: E402
+from effnetlite import config as config_lib
+from effnetlite.data.preprocessing import normalize
+from effnetlite.nn import costs
+from effnetlite.utils import allocator, cli
+from effnetlite.utils.files import write_atomically
 
 _VARIANT = flags.DEFINE_enum("variant", "lite0", list(config_lib.VARIANTS), "Model variant.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
@@ -101,20 +99,10 @@ def matmul_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 1
 def ours(config, batch: int, dtype: str):
   """(train_fn, infer_fn(batch_size)) each returning seconds for one call."""
   config.model.dtype = dtype
-  module = factory.module_from_config(config)
-  variables = factory.init_variables(module, config.model.resolution)
-  schedule = optimizer_lib.learning_rate_schedule(config, batch, 100, 1000)
-  optimizer = optimizer_lib.make_optimizer(config, schedule)
-  state = steps.create_train_state(variables, optimizer, jax.random.PRNGKey(0))
-  train_step = jax.jit(steps.make_train_step(module, config, optimizer, schedule),
-                       donate_argnums=0)
-  resolution = config.model.resolution
-  # uint8 pixels, as the training pipeline sends them (the step normalises on the device).
-  images = jnp.asarray(np.random.RandomState(0).randint(0, 256, (batch, resolution,
-                                                                 resolution, 3), np.uint8))
-  data = {"image": images, "label": jnp.zeros((batch,), jnp.int32)}
+  training = _common.our_training(config, batch)
+  module, train_step, data = training["module"], training["step"], training["data"]
   infer = jax.jit(lambda v, x: module.apply(v, normalize(x), train=False))
-  holder = {"state": state}
+  holder = {"state": training["state"]}
 
   def train():
     start = time.perf_counter()
@@ -122,10 +110,10 @@ def ours(config, batch: int, dtype: str):
     metrics["loss"].block_until_ready()
     return time.perf_counter() - start
 
-  on_device = jax.device_put(variables)  # not host arrays copied in on every call
+  on_device = jax.device_put(training["variables"])  # not host arrays copied in every call
 
   def inference(size):
-    x = images[:size]
+    x = data["image"][:size]
     def run():
       start = time.perf_counter()
       infer(on_device, x).block_until_ready()
@@ -136,28 +124,15 @@ def ours(config, batch: int, dtype: str):
 
 def theirs(name: str, batch: int, resolution: int, dtype: str):
   import torch
-  from efficientnet_lite_pytorch import EfficientNet
-  torch.set_num_threads(os.cpu_count())
   device = "cuda" if torch.cuda.is_available() else "cpu"
   torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest kernels for these shapes
-  model = EfficientNet.from_name(f"efficientnet-{name}").to(device)
-  model = model.to(memory_format=torch.channels_last)
-  optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, eps=1e-3,
-                                  momentum=0.9)
-  images = torch.rand(batch, 3, resolution, resolution, device=device).to(
-      memory_format=torch.channels_last)
-  labels = torch.zeros(batch, dtype=torch.long, device=device)
+  model, step, images = _common.their_training(name, batch, resolution, device)
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def train():
-    model.train()
     start = time.perf_counter()
-    with autocast:
-      loss = torch.nn.functional.cross_entropy(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    step(autocast)
     sync()
     return time.perf_counter() - start
 
@@ -258,13 +233,8 @@ def run_child(framework: str, resolution: int) -> dict:
              f"--variant={_VARIANT.value}", f"--batch={_BATCH.value}",
              f"--resolution={resolution}", f"--dtypes={','.join(_DTYPES.value)}",
              f"--repeats={_REPEATS.value}", f"--warmup={_WARMUP.value}"]
-  env = dict(os.environ)
-  env.pop("GLIBC_TUNABLES", None)  # this process's own, from configure_process
-  if framework == "theirs":
-    env["GLIBC_TUNABLES"] = allocator.HEAP_ON_HUGE_PAGES
-  elif framework == "plain":  # cli.run's configure_process leaves malloc as glibc starts it
-    env[allocator.OPT_OUT_ENV] = "0"
-  done = subprocess.run(command, capture_output=True, text=True, env=env)
+  done = subprocess.run(command, capture_output=True, text=True,
+                        env=_common.child_environment(framework))
   if done.returncode:
     raise RuntimeError(f"{framework} process failed: {done.stderr[-3000:]}")
   return json.loads(done.stdout.strip().splitlines()[-1])
@@ -316,9 +286,7 @@ def summarise(runs: dict[str, list[dict]], batch: int, macs: int,
 
 def main(argv) -> None:
   cli.no_positional_arguments(argv)
-  config = config_lib.variant_config(_VARIANT.value)
-  if _RESOLUTION.value:
-    config.model.resolution = _RESOLUTION.value
+  config = _common.benchmark_config(_VARIANT.value, _RESOLUTION.value)
   resolution, batch = config.model.resolution, _BATCH.value
   if _CHILD.value:
     print(json.dumps(child(_CHILD.value, config, batch)))

@@ -31,17 +31,22 @@ _MAX_PIXELS_SUMMED_AT_ONCE = 1024
 
 def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """k x k depthwise convolution (NHWC, kernel (k, k, 1, C)), TF 'SAME' padding."""
-  k = kernel.shape[0]
-  padding = (same_padding(x.shape[1], k, stride), same_padding(x.shape[2], k, stride))
-  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  padded, padding = pad_same(x, kernel.shape[0], stride)
   return _depthwise_padded(padded, kernel, stride, padding)
+
+
+def pad_same(x: jax.Array, k: int, stride: int) -> tuple[jax.Array, Padding]:
+  """x (NHWC) padded as TF's 'SAME' pads it for a k x k window, and that padding."""
+  padding = (same_padding(x.shape[1], k, stride), same_padding(x.shape[2], k, stride))
+  return jnp.pad(x, ((0, 0), *padding, (0, 0))), padding
 
 
 def _input_size(padded: jax.Array, padding: Padding) -> tuple[int, int]:
   return padded.shape[1] - sum(padding[0]), padded.shape[2] - sum(padding[1])
 
 
-def _windows(padded: jax.Array, k: int, stride: int, out_h: int, out_w: int) -> list[jax.Array]:
+def tap_windows(padded: jax.Array, k: int, stride: int, out_h: int,
+                out_w: int) -> list[jax.Array]:
   """The k*k strided views of the padded input, one per kernel tap (row-major)."""
   batch, _, _, channels = padded.shape
   return [lax.slice(padded, (0, i, j, 0),
@@ -63,7 +68,7 @@ def _depthwise_padded(padded: jax.Array, kernel: jax.Array, stride: int,
                       padding: Padding) -> jax.Array:
   height, width = _input_size(padded, padding)
   out_h, out_w = same_output_size(height, stride), same_output_size(width, stride)
-  windows = _windows(padded, kernel.shape[0], stride, out_h, out_w)
+  windows = tap_windows(padded, kernel.shape[0], stride, out_h, out_w)
   return _shifted_sum(windows, kernel.reshape(-1, kernel.shape[-1]))
 
 
@@ -95,7 +100,7 @@ def kernel_gradient(padded: jax.Array, cotangent: jax.Array, k: int, stride: int
   axes = (1, 2) if out_h * out_w <= _MAX_PIXELS_SUMMED_AT_ONCE else (2,)
   cotangent = cotangent.astype(jnp.float32)
   products = [window.astype(jnp.float32) * cotangent
-              for window in _windows(padded, k, stride, out_h, out_w)]
+              for window in tap_windows(padded, k, stride, out_h, out_w)]
   partial_sums = lax.reduce(products, [jnp.float32(0)] * len(products),
                             lambda a, b: [u + v for u, v in zip(a, b)], axes)
   channels = cotangent.shape[-1]

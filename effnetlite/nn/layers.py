@@ -28,8 +28,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
 from effnetlite.errors import UserError
-from effnetlite.nn.depthwise import depthwise_shifted
-from effnetlite.nn.padding import same_output_size, same_padding
+from effnetlite.nn.depthwise import depthwise_shifted, pad_same, tap_windows
+from effnetlite.nn.padding import same_output_size
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # The name of every convolution's output, for `jax.checkpoint` policies: a training
@@ -99,12 +99,7 @@ def patches_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   PyTorch's (benchmarks/README.md, op profile); patches make both plain matmuls."""
   k, _, channels, features = kernel.shape
   out_h, out_w = (same_output_size(x.shape[axis], stride) for axis in (1, 2))
-  padded = jnp.pad(x, ((0, 0), same_padding(x.shape[1], k, stride),
-                       same_padding(x.shape[2], k, stride), (0, 0)))
-  taps = [lax.slice(padded, (0, i, j, 0),
-                    (x.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1,
-                     channels), (1, stride, stride, 1))
-          for i in range(k) for j in range(k)]
+  taps = tap_windows(pad_same(x, k, stride)[0], k, stride, out_h, out_w)
   # (i, j, c) order along the last axis: the HWIO kernel's own order when flattened.
   return pointwise_dot(jnp.concatenate(taps, axis=-1), kernel.reshape(k * k * channels, features))
 

@@ -33,16 +33,18 @@ OPT_OUT_ENV = "EFFNETLITE_MALLOC_TUNING"
 # Blocks from this size on are mmap-ed (and so on huge pages); glibc's thread arenas cannot
 # hold them anyway (their heaps are 64 MiB), so the size means the same in every thread.
 MMAP_THRESHOLD = 64 << 20
+_NEVER_TRIM = str(1 << 40)  # bytes of free heap top before glibc gives it back: never
 TUNABLES = {
     "glibc.malloc.hugetlb": "1",
     "glibc.malloc.mmap_threshold": str(MMAP_THRESHOLD),
-    "glibc.malloc.trim_threshold": str(1 << 40),  # never give the heap's top back
+    "glibc.malloc.trim_threshold": _NEVER_TRIM,
     "glibc.malloc.arena_max": "1",
 }
 # `tune_in_process`'s settings as tunables, plus huge pages: for programs whose big blocks do
 # not overlap (PyTorch's training on CPU is fastest under them, benchmarks/README.md).
-HEAP_ON_HUGE_PAGES = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                      f"glibc.malloc.trim_threshold={1 << 40}:glibc.malloc.top_pad=0")
+HEAP_ON_HUGE_PAGES = ":".join(f"{name}={value}" for name, value in {
+    "glibc.malloc.hugetlb": "1", "glibc.malloc.arena_max": "1", "glibc.malloc.mmap_max": "0",
+    "glibc.malloc.trim_threshold": _NEVER_TRIM, "glibc.malloc.top_pad": "0"}.items())
 # Hosts where a re-exec would break a connection or lose a session.
 _NO_REEXEC_MODULES = ("IPython", "ipykernel", "pytest")
 

@@ -30,8 +30,8 @@ PAGES = 80 * 2**20 // 4096  # of the temporary, in 4 KiB pages
 needs_glibc = pytest.mark.skipif(not allocator.is_glibc(), reason="glibc's allocator only")
 
 
-def _run(setup: str, tuning: str = "1", tunables: str | None = None) -> dict:
-  env = {"EFFNETLITE_MALLOC_TUNING": tuning, "GLIBC_TUNABLES": tunables or ""}
+def _run(setup: str, tuning: str = "1") -> dict:
+  env = {"EFFNETLITE_MALLOC_TUNING": tuning, "GLIBC_TUNABLES": ""}
   result = run_python(_STEP.format(setup=setup), env=env)
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout.strip().splitlines()[-1])
