@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_DIR ?= workdir-demo
+DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?= -n 2 --dist worksteal -q --durations=10
 
 .PHONY: setup toolchains test test-slow demo clean

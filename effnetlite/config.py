@@ -92,6 +92,9 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   dataset.manual_dir = ""           # where imagenet2012's archives were put
   dataset.train_split = "train"
   dataset.eval_split = "validation"
+  # > 0: that fraction of each class of train_split is held out (deterministically, by a
+  # hash of each example's id) as the split named "holdout", and not trained on.
+  dataset.holdout_fraction = 0.0
   dataset.num_classes = 1000
   dataset.corrupt_images = "skip"   # skip (counted in a warning) | error
   dataset.shuffle_buffer = 16_384

@@ -4,6 +4,10 @@
   RUN/labels.txt            the class names, one per line in label order, from the dataset
   RUN/config_history.jsonl  one row per resumed session that changed keys (step, old -> new)
   RUN/checkpoints/<step>/   training checkpoints; RUN/best/<step>/ the best EMA one (orbax)
+  RUN/final_metrics.json    the last evaluation, the evaluation split's identity, the seed,
+                            training wall time, package versions and the code's commit
+  RUN/eval_examples.json    the final EMA weights' top-1 right or wrong per evaluation example,
+                            with the examples' ids (paired comparisons between runs)
 
 Plain Python and JSON on purpose: the commands find a run's config and compare it
 with the requested one before JAX, TensorFlow or orbax load.
@@ -24,6 +28,8 @@ from effnetlite.errors import UserError
 CONFIG_FILE = "config.json"
 LABELS_FILE = "labels.txt"
 HISTORY_FILE = "config_history.jsonl"
+FINAL_METRICS_FILE = "final_metrics.json"
+EVAL_EXAMPLES_FILE = "eval_examples.json"
 CHECKPOINT_DIRS = ("checkpoints", "best")
 # config.dataset.num_classes=-1: the count of the training data, recorded in the run.
 FROM_DATA = -1
@@ -153,3 +159,35 @@ def format_class_names(names: Sequence[str], shown: int = 20) -> str:
   """"0 astronaut, 1 cat, 2 coffee" (the first `shown` of a long list)."""
   listed = ", ".join(f"{i} {name}" for i, name in enumerate(names[:shown]))
   return listed + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding="utf-8") as handle:
+      return json.load(handle)
+  except (OSError, ValueError):
+    return None
+
+
+def save_final_metrics(run: str, metrics: dict[str, Any]) -> None:
+  from effnetlite.utils import files
+  files.write_atomically(os.path.join(run, FINAL_METRICS_FILE), json.dumps(metrics, indent=2))
+
+
+def read_final_metrics(run: str) -> dict[str, Any] | None:
+  """The finished run's final metrics, or None (not finished, or unreadable)."""
+  return _read_json(os.path.join(run, FINAL_METRICS_FILE))
+
+
+def save_eval_examples(run: str, split: dict[str, Any], ids: Sequence[str] | None,
+                       correct: Sequence[bool]) -> None:
+  """Per-example top-1 correctness on the evaluation split (`split`: its identity)."""
+  from effnetlite.utils import files
+  files.write_atomically(os.path.join(run, EVAL_EXAMPLES_FILE), json.dumps(
+      {"split": split, "ids": list(ids) if ids is not None else None,
+       "correct": [int(c) for c in correct]}))
+
+
+def read_eval_examples(run: str) -> dict[str, Any] | None:
+  """{"split", "ids", "correct"} of a run that recorded them, or None."""
+  return _read_json(os.path.join(run, EVAL_EXAMPLES_FILE))

@@ -106,6 +106,7 @@ SCHEMA: dict[str, Rule] = {
     "dataset.manual_dir": PATH,
     "dataset.train_split": TEXT,
     "dataset.eval_split": TEXT,
+    "dataset.holdout_fraction": fraction(),
     "dataset.num_classes": number("int", low=2, or_minus_one=True),
     "dataset.corrupt_images": choice(config_lib.CORRUPT_IMAGES),
     "dataset.shuffle_buffer": positive("int"),
@@ -153,7 +154,7 @@ SCHEMA: dict[str, Rule] = {
 
 # Keys and sections a config saved before they existed may lack: filled with the base
 # config's values, so older runs' config.json files still load (nothing else is defaulted).
-SECTIONS_ADDED_LATER = ("rematerialize", "quantization")
+SECTIONS_ADDED_LATER = ("rematerialize", "quantization", "dataset.holdout_fraction")
 
 # The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
 SEARCH_SCHEMA: dict[str, Rule] = {
@@ -163,6 +164,13 @@ SEARCH_SCHEMA: dict[str, Rule] = {
     "search.gamma_range": increasing_pair(1.0),
     "search.step": positive(),
     "search.tolerance": positive(),
+    "search.target_resolution": number("int", low=32),
+    "search.family_phis": positive("int"),
+    "search.max_family_departure": number(low=0),
+    "search.seeds": positive("int"),
+    "search.test_split": PATH,
+    "search.proxy_check_top_k": number("int", low=2),
+    "search.proxy_check_epochs": positive(),
     "search.objective": choice(config_lib.SEARCH_OBJECTIVES),
     "search.pruner": choice(config_lib.SEARCH_PRUNERS),
     "search.heartbeat_seconds": positive("int"),
@@ -231,12 +239,18 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
   if not isinstance(config, ml_collections.ConfigDict):
     raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; start from effnetlite.config.base_config()")
-  missing_sections = [name for name in SECTIONS_ADDED_LATER if name not in config]
-  if missing_sections:  # a config saved before the section existed
+  flat = flatten(config)
+  missing_sections = [name for name in SECTIONS_ADDED_LATER
+                      if not any(k == name or k.startswith(name + ".") for k in flat)]
+  if missing_sections:  # a config saved before the section or key existed: its default
     config = config.copy_and_resolve_references()
+    defaults = config_lib.base_config()
     with config.unlocked():
       for name in missing_sections:
-        config[name] = config_lib.base_config()[name]
+        section, _, key = name.rpartition(".")
+        holder, default = ((config[section], defaults[section]) if section
+                           else (config, defaults))
+        holder[key] = default[key]
   flat = flatten(config)
   schema = {**SCHEMA, **(SEARCH_SCHEMA if search or "search" in config else {})}
   unknown = sorted(set(flat) - set(schema))
@@ -257,6 +271,8 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
     raise UserError(f"config.search.pruner={config.search.pruner!r} needs "
                     "config.search.objective='accuracy': Optuna prunes single-objective studies "
                     "only; set config.search.pruner=none")
+  if "search" in config:
+    check_selection_split(config)
   if "search" in config and config.search.latency_target != "litert" and (
       config.search.latency_format != "int8"):
     raise UserError(f"config.search.latency_target={config.search.latency_target!r} needs "
@@ -281,6 +297,22 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
   if checked.init_from == "pretrained":
     check_pretrained(checked, "config.init_from")
   return checked
+
+
+def check_selection_split(config: ml_collections.ConfigDict) -> None:
+  """A search ranks on held-out data: never the split it reports, nor what it trains on."""
+  dataset, test = config.dataset, config.search.test_split
+  if dataset.eval_split == test:
+    raise UserError(
+        f"config.dataset.eval_split={test!r} is also config.search.test_split: the search would "
+        "choose on the split it reports; rank on held-out training data "
+        "(--config.dataset.holdout_fraction=0.1 --config.dataset.eval_split=holdout) or on the "
+        "dataset's own validation split")
+  if dataset.eval_split == dataset.train_split:
+    raise UserError(
+        f"config.dataset.eval_split={dataset.eval_split!r} is the training split: the search "
+        "would rank on data it trained on; use --config.dataset.holdout_fraction=0.1 "
+        "--config.dataset.eval_split=holdout")
 
 
 def check_weights(weights: str, what: str = "--weights", tflite: bool = False) -> str:
@@ -329,7 +361,9 @@ DESCRIPTIONS: dict[str, str] = {
     "dataset.data_dir": "tfds data_dir, or the image folder of dataset.name='folder'",
     "dataset.manual_dir": "where imagenet2012's archives are",
     "dataset.train_split": "training split (for 'folder', its sub-folders name the classes)",
-    "dataset.eval_split": "evaluation split",
+    "dataset.eval_split": "evaluation split ('holdout': the part of train_split held out)",
+    "dataset.holdout_fraction": "fraction of each class of train_split held out as split "
+                                "'holdout' (0: none)",
     "dataset.num_classes": "classifier size; -1 takes the training data's class count",
     "dataset.corrupt_images": "unreadable images of a folder: skip with a warning, or error",
     "dataset.shuffle_buffer": "examples in the shuffle buffer (tfds datasets)",
@@ -378,7 +412,19 @@ DESCRIPTIONS: dict[str, str] = {
     "search.beta_range": "width coefficients searched",
     "search.gamma_range": "resolution coefficients searched",
     "search.step": "grid step of alpha, beta and gamma",
-    "search.tolerance": "accepted relative deviation from 2^phi times the base's MACs",
+    "search.tolerance": "accepted relative deviation of alpha*beta^2*gamma^2 from 2",
+    "search.target_resolution": "base resolution the coefficients will be used at (realised "
+                                "costs are counted there)",
+    "search.family_phis": "phi = 1..N whose realised cost is counted per candidate",
+    "search.max_family_departure": "drop candidates whose realised cost departs from 2^phi by "
+                                   "more than this at some phi (0: keep all)",
+    "search.seeds": "seeds per candidate (initialisation and data order); results show mean "
+                    "+- std and paired comparisons",
+    "search.test_split": "split every candidate is evaluated on after the ranking, reported "
+                         "apart ('': none); never dataset.eval_split, which ranks",
+    "search.proxy_check_top_k": "grid_search.py --proxy_check: candidates retrained with "
+                                "proxy_check_epochs, ranks compared with the proxy's",
+    "search.proxy_check_epochs": "epochs of the proxy check's longer schedule",
     "search.objective": "accuracy, or accuracy and measured latency (Pareto front)",
     "search.pruner": "early stopping of weak candidates (single objective only)",
     "search.heartbeat_seconds": "worker heartbeat; a silent worker's candidate is retried",

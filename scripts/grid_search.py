@@ -3,10 +3,13 @@
   python scripts/grid_search.py --config=configs/search_lite0.py --workdir=DIR \
       [--storage=postgresql+psycopg://user:pw@host/db] [--study=NAME]
   python scripts/grid_search.py --config=... --workdir=DIR --report_only
+  python scripts/grid_search.py --config=... --workdir=DIR --proxy_check
 
 N workers are this command run N times (on any machines, one --storage, one shared
---workdir); each takes the next waiting candidate. The study is readable with
-plain Optuna (`optuna.load_study`) and `optuna-dashboard STORAGE_URL`.
+--workdir); each takes the next waiting trial (a candidate with one seed). The study is
+readable with plain Optuna (`optuna.load_study`) and `optuna-dashboard STORAGE_URL`.
+--proxy_check, once the search is done, retrains its top candidates with a longer
+schedule and reports whether the proxy ranks like it (Kendall's tau).
 """
 
 import os
@@ -25,33 +28,48 @@ _STORAGE = flags.DEFINE_string("storage", "", "SQLAlchemy URL of the study's dat
                                "(default: sqlite:///WORKDIR/study.db, one machine).")
 _STUDY = flags.DEFINE_string("study", "", "Study name (default: derived from the config).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the table and plot.")
+_PROXY_CHECK = flags.DEFINE_bool(
+    "proxy_check", False, "After the search: retrain the top config.search.proxy_check_top_k "
+    "candidates for config.search.proxy_check_epochs and compare the rankings.")
 
 
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
   from effnetlite.search import grid, report, study  # after the checks
-  if not _REPORT_ONLY.value:
+  if not (_REPORT_ONLY.value or _PROXY_CHECK.value):
     study.check_latency_target(config)  # Vela installed, if it gives the latencies
   from effnetlite.train import loop
-  grid = grid.candidates(config)
-  print(f"{len(grid)} candidates within tolerance: {', '.join(c.key for c in grid)}")
+  built = grid.build_grid(config)
+  print("\n".join(built.summary(config.search.tolerance, config.search.max_family_departure)))
+  print(grid.family_table(built.kept))
+  print(f"{len(built.kept)} candidates x {config.search.seeds} seed(s) = "
+        f"{len(built.kept) * config.search.seeds} trials, ranked on split "
+        f"{config.dataset.eval_split!r}" + (f", test split {config.search.test_split!r} reported "
+                                            "after" if config.search.test_split else ""))
   loop.initialize_distributed()
   import jax
   leader = jax.process_index() == 0
   url = study.storage_url(_STORAGE.value, _WORKDIR.value)
   name = _STUDY.value or study.default_study_name(config)
-  if _REPORT_ONLY.value and not _STORAGE.value and not os.path.exists(
+  reading = _REPORT_ONLY.value or _PROXY_CHECK.value  # an existing study, not a new search
+  if _PROXY_CHECK.value and jax.process_count() > 1:
+    raise UserError("--proxy_check trains in one process; run it without srun/multi-process")
+  if reading and not _STORAGE.value and not os.path.exists(
       os.path.join(_WORKDIR.value, study.STUDY_FILE)):
     raise UserError(f"--workdir={_WORKDIR.value} holds no study ({study.STUDY_FILE}); run the "
                     "search first, or pass the --storage it used")
   the_study = None
   if leader:  # in a multi-process job only process 0 talks to the study
-    if not _STORAGE.value and not _REPORT_ONLY.value:
+    if not _STORAGE.value and not reading:
       os.makedirs(_WORKDIR.value, exist_ok=True)  # the SQLite file's home
-    the_study = study.open_study(config, url, name, enqueue=not _REPORT_ONLY.value)
-  if not _REPORT_ONLY.value:
+    the_study = study.open_study(config, url, name, enqueue=not reading)
+  if not reading:
     study.run_worker(config, the_study, _WORKDIR.value)
+  if _PROXY_CHECK.value and leader:
+    from effnetlite.search import proxy_check
+    print("\n".join(proxy_check.describe(
+        proxy_check.run_proxy_check(config, the_study, _WORKDIR.value))))
   if leader:
     markdown, _ = report.write_report(the_study, _WORKDIR.value)
     print(markdown)

@@ -4,8 +4,12 @@
       --phi=1..4 [--output_dir=configs/scaled] [--config.KEY=VALUE ...]
 
 Writes one config file per phi that keeps every other key of the base (dataset,
-recipe, overrides), prints their paths and width/depth/resolution/params/MACs per
-phi next to the official (hand-made) lite table.
+recipe, overrides), prints their paths and, per phi, width/depth/resolution,
+params and MACs of the config's own network, and the realised cost ratio to the
+base counted as the search counts it (ImageNet classifier, the config's
+resolution). A product alpha*beta^2*gamma^2 off 2, or a realised ratio off
+2^phi, by more than 10% is said in one line each. The official lite table is
+printed apart: hand-made ImageNet variants, not a scaling law.
 """
 
 import os
@@ -19,7 +23,7 @@ from effnetlite import config as config_lib
 from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.nn import costs, scaling
-from effnetlite.search.grid import scaled_config
+from effnetlite.search.grid import COST_PER_PHI, IMAGENET_CLASSES, realised_ratio, scaled_config
 from effnetlite.utils import cli, files
 from effnetlite.validation import validate_config
 
@@ -29,6 +33,8 @@ _BETA = flags.DEFINE_float("beta", 1.1, "Width coefficient (>= 1).", lower_bound
 _GAMMA = flags.DEFINE_float("gamma", 1.15, "Resolution coefficient (>= 1).", lower_bound=1.0)
 _PHI = flags.DEFINE_string("phi", "1..4", "Compound coefficient: N or A..B.")
 _OUTPUT_DIR = cli.DEFINE_path("output_dir", "configs/scaled", "Where the configs go.")
+# Off the law by more than this is said out loud.
+WARN_DEPARTURE = 0.10
 
 
 def config_source(config, base: str, coefficients: str) -> str:
@@ -51,6 +57,41 @@ def phis(text: str) -> list[int]:
   return values
 
 
+def law_warnings(product: float, ratios: dict[int, float],
+                 bound: float = WARN_DEPARTURE) -> list[str]:
+  """One line per departure from the cost law larger than `bound`."""
+  lines = []
+  if abs(product / COST_PER_PHI - 1) > bound:
+    lines.append(f"warning: alpha*beta^2*gamma^2 = {product:.3f}, not 2 (off by "
+                 f"{product / COST_PER_PHI - 1:+.0%}): each phi multiplies the cost by about "
+                 f"{product:.2f}, not 2")
+  for phi, ratio in ratios.items():
+    law = COST_PER_PHI ** phi
+    if phi > 0 and abs(ratio / law - 1) > bound:
+      lines.append(f"warning: phi={phi} realises {ratio:.2f}x the base's MACs, not "
+                   f"{law:g}x (off by {ratio / law - 1:+.0%}): rounding of channels, repeats "
+                   "and resolution bends the family here")
+  return lines
+
+
+def official_table(config) -> list[str]:
+  """The hand-made lite variants, each at its own resolution, ImageNet classifier."""
+  lines = ["official EfficientNet-Lite variants (hand-made for ImageNet, not compound-scaled; "
+           "each at its own resolution, 1000-class classifier):",
+           "| variant | width | depth | res | params | MACs | MACs / lite0's |", "|---|---|---|---|---|---|---|"]
+  model = config.model
+  base = None
+  for name, (width, depth, resolution, _) in config_lib.VARIANTS.items():
+    macs = costs.count_macs(width, depth, resolution, IMAGENET_CLASSES, model.stem_channels,
+                            model.head_channels)
+    base = base or macs
+    params = costs.count_params(width, depth, IMAGENET_CLASSES, model.stem_channels,
+                                model.head_channels)
+    lines.append(f"| {name} | {width} | {depth} | {resolution} | {params:,} | "
+                 f"{macs / 1e6:.0f}M | {macs / base:.2f}x |")
+  return lines
+
+
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, data=False)  # reads no data: only writes configs
@@ -59,14 +100,18 @@ def main(argv):
                     "the classifier; pass --config.dataset.num_classes=N")
   base = config.model
   alpha, beta, gamma = _ALPHA.value, _BETA.value, _GAMMA.value
+  product = alpha * beta ** 2 * gamma ** 2
   steps = phis(_PHI.value)
   if os.path.exists(_OUTPUT_DIR.value) and not os.path.isdir(_OUTPUT_DIR.value):
     raise UserError(f"--output_dir={_OUTPUT_DIR.value} is a file; pass a directory")
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  print("| phi | width | depth | res | params | MACs | official lite at this phi |")
-  print("|---|---|---|---|---|---|---|")
-  official = list(config_lib.VARIANTS.items())
-  written = []
+  classes = config.dataset.num_classes
+  print(f"alpha={alpha:g}, beta={beta:g}, gamma={gamma:g}: alpha*beta^2*gamma^2 = {product:.3f} "
+        f"(the law: 2, so cost ~2^phi)")
+  print(f"| phi | width | depth | res | params ({classes} classes) | MACs ({classes} classes) | "
+        "realised / base (ImageNet head) | law 2^phi | product^phi |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  written, ratios = [], {}
   for phi in steps:
     scaled = scaling.compound_scale(base.width, base.depth, base.resolution, alpha, beta, gamma,
                                     phi)
@@ -78,14 +123,17 @@ def main(argv):
                           [arg for arg in sys.argv if arg.startswith("--config.")]),
         f"alpha={alpha}, beta={beta}, gamma={gamma}, phi={phi}"))
     written.append(path)
-    lite = official[phi] if phi < len(official) else None
-    reference = (f"{lite[0]}: w{lite[1][0]} d{lite[1][1]} r{lite[1][2]}, "
-                 f"{costs.count_macs(*lite[1][:3]) / 1e6:.0f}M" if lite else "-")
+    ratios[phi] = realised_ratio(config, alpha, beta, gamma, phi, base.resolution)
     print(f"| {phi} | {scaled.width} | {scaled.depth} | {scaled.resolution} | "
-          f"{costs.config_params(derived):,} | {costs.config_macs(derived) / 1e6:.0f}M | "
-          f"{reference} |")
-  print(f"({config.dataset.num_classes}-class classifier; dataset {config.dataset.name!r} and the "
-        "base's recipe kept)")
+          f"{costs.config_params(derived):,} | {costs.config_macs(derived) / 1e6:.1f}M | "
+          f"{ratios[phi]:.2f}x | {COST_PER_PHI ** phi:g}x | {product ** phi:.2f}x |")
+  print(f"(realised: MACs of the network built at phi over the base's, both from "
+        f"{base.resolution} px with the 1000-class ImageNet classifier, as the search counts; "
+        f"dataset {config.dataset.name!r} and the base's recipe kept)")
+  for line in law_warnings(product, ratios):
+    print(line)
+  print()
+  print("\n".join(official_table(config)))
   for path in written:
     print(f"wrote {path}")
 

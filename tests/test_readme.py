@@ -109,10 +109,11 @@ CASES = {
         Case("photo", ("--check_images=2",), output=r"runtimes\s+LiteRT, MediaPipe"),
     # The real search, narrowed to one grid point (the full grid is test_search's slow test).
     "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=runs/search": Case(
-        "scaling", (*SMALL_DEMO, "--config.max_steps=2", "--config.search.tolerance=1.0",
+        "scaling", (*SMALL_DEMO, "--config.max_steps=2", "--config.search.seeds=1",
                     "--config.search.alpha_range=(1.2,1.2)", "--config.search.beta_range=(1.1,1.1)",
                     "--config.search.gamma_range=(1.15,1.15)"),
-        output=r"1 candidates within tolerance(.|\n)*best: alpha=1.2, beta=1.1, gamma=1.15"),
+        output=r"1 of 1 grid points have alpha\*beta\^2\*gamma\^2 within 8% of 2 \(all >= 1\); 1 "
+               r"kept(.|\n)*best: alpha=1.2, beta=1.1, gamma=1.15"),
     # No database server here: the command as printed must fail in one line, before training.
     "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=/shared/search "
     "--storage=postgresql+psycopg://user:password@dbhost/search": Case(

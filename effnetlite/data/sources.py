@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
@@ -18,6 +20,8 @@ from effnetlite.config import DEFAULT_DATA_DIR
 from effnetlite.errors import UserError, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# The split carved from train_split by config.dataset.holdout_fraction.
+HOLDOUT_SPLIT = "holdout"
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
 
@@ -35,9 +39,50 @@ class Source:
   num_classes: int
   make_dataset: Any          # (shuffle_seed: int | None) -> tf.data.Dataset
   class_names: tuple[str, ...] = ()
+  # The ids of this process's examples in unshuffled `dataset()` order (tfds ids, or
+  # image paths relative to the folder); None where they cannot be listed cheaply.
+  list_ids: Callable[[], list[str]] | None = None
+  holdout_fraction: float = 0.0  # > 0: a part of (or all but) a held-out split
 
   def dataset(self, shuffle_seed: int | None = None):
     return self.make_dataset(shuffle_seed)
+
+  def example_ids(self) -> list[str] | None:
+    return self.list_ids() if self.list_ids is not None else None
+
+  def identity(self) -> dict[str, Any]:
+    """What makes two evaluations comparable: the split, its carving and its examples."""
+    ids = self.example_ids()
+    return {"dataset": self.name, "split": self.split, "holdout_fraction": self.holdout_fraction,
+            "examples": self.total_examples,
+            "ids_sha256": ids_digest(ids) if ids is not None else None}
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+  """sha256 of the sorted example ids: equal for the same examples in any order."""
+  return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def _rank(example_id: str) -> str:
+  """A fixed pseudo-random order of examples that no reading order changes."""
+  return hashlib.sha1(example_id.encode()).hexdigest()
+
+
+def holdout_ids(ids: Sequence[str], labels: Sequence[int], fraction: float) -> set[str]:
+  """round(fraction * n) examples of each class of n (at least one of a class of two or
+  more), chosen by a hash of their ids: the same on every machine and in every run."""
+  by_class: dict[int, list[str]] = {}
+  for example_id, label in zip(ids, labels):
+    by_class.setdefault(int(label), []).append(example_id)
+  held = set()
+  for members in by_class.values():
+    count = int(round(fraction * len(members)))
+    if len(members) >= 2:
+      count = min(max(count, 1), len(members) - 1)
+    else:
+      count = 0
+    held.update(sorted(members, key=_rank)[:count])
+  return held
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> str:
@@ -48,11 +93,20 @@ def make_source(dataset_config: ml_collections.ConfigDict, split: str,
                 process_index: int = 0, process_count: int = 1) -> Source:
   """The source a config names: "folder", "digits", or any tfds image dataset."""
   name = dataset_config.name
+  fraction = dataset_config.get("holdout_fraction", 0.0)
+  if split == HOLDOUT_SPLIT and not fraction > 0:
+    raise DataError(f"split {HOLDOUT_SPLIT!r} is the part of config.dataset.train_split held out "
+                    "by config.dataset.holdout_fraction, which is 0; set it (e.g. 0.1) or name "
+                    "another split")
+  carve = fraction > 0 and split in (HOLDOUT_SPLIT, dataset_config.train_split)
   if name == "folder":
-    return folder_source(dataset_config, split, process_index, process_count)
+    return folder_source(dataset_config, split, process_index, process_count, carve)
   if name == "digits":
     from effnetlite.data import digits  # noqa: F401  registers effnetlite_digits
     name = "effnetlite_digits"
+  if carve:
+    return tfds_holdout_source(dataset_config, name, split == HOLDOUT_SPLIT, process_index,
+                               process_count)
   return tfds_source(dataset_config, name, split, process_index, process_count)
 
 
@@ -138,11 +192,73 @@ def tfds_source(dataset_config: ml_collections.ConfigDict, name: str, split: str
   if total == 0:
     raise DataError(_empty(split, name))
   local = total if process_count == 1 else _split_size(builder, share, read)
-  names = tuple(getattr(features["label"], "names", ()))
+  return Source(name, split, local, total, num_classes, dataset, _class_names(name, features),
+                list_ids=(lambda: [i for i, _ in _tfds_index(builder, split, lambda: read(split))])
+                if process_count == 1 else None)
+
+
+def _class_names(name: str, features: Any) -> tuple[str, ...]:
   if name == "imagenet2012":  # tfds names its classes by WordNet id; people read the lemmas
     from effnetlite.data import labels
-    names = labels.imagenet_names()
-  return Source(name, split, local, total, num_classes, dataset, names)
+    return tuple(labels.imagenet_names())
+  return tuple(getattr(features["label"], "names", ()))
+
+
+def _tfds_index(builder, split: str, prepare: Callable[[], Any]) -> list[tuple[str, int]]:
+  """(tfds id, label) of every example of a split in reading order, listed once (a pass
+  over the records, images not decoded) and kept beside the prepared data."""
+  import tensorflow_datasets as tfds
+
+  from effnetlite.utils import files
+  cache = os.path.join(builder.data_dir, f"effnetlite-index-{split}.json")
+  if os.path.isfile(cache):
+    with open(cache, encoding="utf-8") as handle:
+      return [(i, int(label)) for i, label in json.load(handle)]
+  prepare()  # prepares the data if it can, or says why not
+  dataset = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()},
+                               read_config=tfds.ReadConfig(add_tfds_id=True))
+  index = [(i.decode(), int(label)) for i, label in
+           dataset.map(lambda ex: (ex["tfds_id"], ex["label"])).as_numpy_iterator()]
+  try:
+    files.write_atomically(cache, json.dumps(index))
+  except OSError:  # a read-only data_dir: listed again next time
+    pass
+  return index
+
+
+def tfds_holdout_source(dataset_config: ml_collections.ConfigDict, name: str, held_out: bool,
+                        process_index: int = 0, process_count: int = 1) -> Source:
+  """train_split without (held_out=False) or with only (True) its held-out examples."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  train_split = dataset_config.train_split
+  whole = tfds_source(dataset_config, name, train_split)
+  builder = _tfds_builder(dataset_config, name)
+
+  def read(subsplit, shuffle_seed=None):
+    return builder.as_dataset(split=subsplit, shuffle_files=shuffle_seed is not None,
+                              decoders={"image": tfds.decode.SkipDecoding()},
+                              read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                                          add_tfds_id=True))
+  index = _tfds_index(builder, train_split, whole.dataset)  # whole.dataset() prepares
+  fraction = dataset_config.holdout_fraction
+  held = holdout_ids([i for i, _ in index], [label for _, label in index], fraction)
+  chosen = [i for i, _ in index if (i in held) == held_out]
+  split = HOLDOUT_SPLIT if held_out else train_split
+  if not chosen:
+    raise DataError(_empty(split, name))
+  mine = chosen[process_index::process_count]
+
+  def dataset(shuffle_seed=None):
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(sorted(held)), tf.ones(len(held), tf.int64)), default_value=0)
+    ds = read(train_split, shuffle_seed).filter(
+        lambda ex: tf.equal(table.lookup(ex["tfds_id"]), int(held_out)))
+    if process_count > 1:
+      ds = ds.shard(process_count, process_index)
+    return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+  return Source(name, split, len(mine), len(chosen), whole.num_classes, dataset,
+                whole.class_names, list_ids=lambda: list(mine), holdout_fraction=fraction)
 
 
 def _readable(path: str) -> bool:
@@ -156,12 +272,18 @@ def _readable(path: str) -> bool:
 
 
 def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
-                  process_index: int = 0, process_count: int = 1) -> Source:
-  """data_dir/<split>/<class>/<image>; classes are the train split's sorted sub-folders."""
+                  process_index: int = 0, process_count: int = 1,
+                  carve: bool = False) -> Source:
+  """data_dir/<split>/<class>/<image>; classes are the train split's sorted sub-folders.
+
+  With `carve`, `split` is train_split without its held-out images, or HOLDOUT_SPLIT:
+  only them (config.dataset.holdout_fraction of each class).
+  """
   import tensorflow as tf
   root = os.path.expanduser(dataset_config.data_dir)
+  listed_split = dataset_config.train_split if carve else split
   class_root = os.path.join(root, dataset_config.train_split)
-  split_root = os.path.join(root, split)
+  split_root = os.path.join(root, listed_split)
   for folder in (class_root, split_root):
     if not os.path.isdir(folder):
       raise DataError(f"image folder {folder} does not exist; lay images out as "
@@ -189,8 +311,18 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
     warn(f"skipping {len(broken)} unreadable image(s) in {split_root}, first {broken[0]}")
     files = [f for f, ok in zip(files, readable) if ok]
     labels = [label for label, ok in zip(labels, readable) if ok]
+  ids = [os.path.relpath(f, root) for f in files]
+  fraction = 0.0
+  if carve:
+    fraction = dataset_config.holdout_fraction
+    held = holdout_ids(ids, labels, fraction)
+    keep = [(i in held) == (split == HOLDOUT_SPLIT) for i in ids]
+    files, labels, ids = ([v for v, k in zip(values, keep) if k] for values in (files, labels, ids))
+    if not files:
+      raise DataError(_empty(split, "folder"))
   total = len(files)
   files, labels = files[process_index::process_count], labels[process_index::process_count]
+  ids = ids[process_index::process_count]
 
   def dataset(shuffle_seed=None):
     ds = tf.data.Dataset.from_tensor_slices((files, labels))
@@ -198,4 +330,5 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
       ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
     return ds.map(lambda f, y: {"image": tf.io.read_file(f), "label": tf.cast(y, tf.int64)},
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source("folder", split, len(files), total, len(classes), dataset, tuple(classes))
+  return Source("folder", split, len(files), total, len(classes), dataset, tuple(classes),
+                list_ids=lambda: list(ids), holdout_fraction=fraction)

@@ -1,10 +1,18 @@
 """The compound-scaling search as one Optuna study that any number of workers share.
 
+A trial is one candidate trained with one seed (initialisation and data order
+together; `search.seeds` of them), in its own run directory WORKDIR/runs/<candidate>/
+seed<k>. It is ranked on the config's evaluation split, which a search config
+points at held-out training data, never at the test split; after training, its
+EMA weights are also evaluated on `search.test_split`, reported apart, and its
+per-image correctness on the ranking split is kept in the run directory for the
+paired comparisons of `effnetlite.search.report`.
+
 Storage is a SQLite file in the workdir by default (one machine, nothing to set
 up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
-the study enqueues every candidate of the grid once; every worker then takes the
-next waiting candidate until none is waiting or running, so N workers are the same
-command run N times, anywhere. Workers send heartbeats: a candidate whose worker
+the study enqueues every trial once (seed 0 of every candidate first); every
+worker then takes the next waiting trial until none is waiting or running, so N
+workers are the same command run N times, anywhere. Workers send heartbeats: a candidate whose worker
 died (silent for twice `search.heartbeat_seconds`) is failed and re-enqueued by
 the next live worker that looks, and its training resumes from the candidate's
 last checkpoint under the shared workdir. A restarted search re-enqueues
@@ -24,6 +32,7 @@ from typing import Any, Callable
 import ml_collections
 import numpy as np
 
+from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.search import grid as grid_lib
 
@@ -31,6 +40,22 @@ STUDY_FILE = "study.db"
 GRID_ATTR = "candidates"   # study user attribute, set once the grid is enqueued
 LATENCY_CALIBRATION_IMAGES = 100  # latency, not accuracy, is measured: a short calibration
 Trainer = Callable[..., dict]  # (config, workdir, on_eval) -> final metrics
+TestEvaluator = Callable[..., dict]  # (config, run_dir) -> metrics on search.test_split
+
+
+def trial_name(key: str, seed_index: int) -> str:
+  """The name (and run directory under WORKDIR/runs) of one candidate trained with one seed."""
+  return f"{key}/seed{seed_index}"
+
+
+def run_directory(workdir: str, key: str, seed_index: int) -> str:
+  return os.path.join(workdir, "runs", *trial_name(key, seed_index).split("/"))
+
+
+def trial_units(grid: list[grid_lib.Candidate], seeds: int
+                ) -> list[tuple[grid_lib.Candidate, int]]:
+  """(candidate, seed index) in queue order: every candidate's first seed, then the next."""
+  return [(candidate, seed) for seed in range(seeds) for candidate in grid]
 
 
 class CandidateFailed(Exception):
@@ -157,16 +182,18 @@ def open_study(config: ml_collections.ConfigDict, url: str, study_name: str,
                     f"objective(s), but config.search.objective={config.search.objective!r}; "
                     "pass another --study")
   if enqueue:
-    enqueue_candidates(study, grid_lib.candidates(config), created)
+    enqueue_candidates(study, grid_lib.candidates(config), created, config.search.seeds,
+                       config.seed)
   return study
 
 
-def enqueue_candidates(study: Any, grid: list[grid_lib.Candidate], created: bool) -> int:
-  """Queues each candidate that is not waiting, running, complete or pruned; returns how many.
+def enqueue_candidates(study: Any, grid: list[grid_lib.Candidate], created: bool,
+                       seeds: int = 1, base_seed: int = 0) -> int:
+  """Queues each (candidate, seed) not waiting, running, complete or pruned; returns how many.
 
-  Optuna's `skip_if_exists` also skips failed candidates and is racy between
-  workers, so the creator of the study enqueues the grid and marks it done;
-  the others wait for that mark (a creator that died before it is replaced).
+  Optuna's `skip_if_exists` also skips failed trials and is racy between workers, so
+  the creator of the study enqueues the grid and marks it done; the others wait for
+  that mark (a creator that died before it is replaced).
   """
   from optuna.trial import TrialState
   if not created:
@@ -175,14 +202,18 @@ def enqueue_candidates(study: Any, grid: list[grid_lib.Candidate], created: bool
         break
       time.sleep(1.0)
   alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-  taken = {trial.user_attrs.get("candidate")
+  taken = {trial.user_attrs.get("trial_name")
            for trial in study.get_trials(deepcopy=False, states=alive)}
   queued = 0
-  for candidate in grid:
-    if candidate.key not in taken:
-      study.enqueue_trial(candidate.coefficients, user_attrs=candidate.attributes())
+  for candidate, seed in trial_units(grid, seeds):
+    name = trial_name(candidate.key, seed)
+    if name not in taken:
+      study.enqueue_trial(candidate.coefficients, user_attrs={
+          **candidate.attributes(), "trial_name": name, "seed_index": seed,
+          "seed": base_seed + seed})
       queued += 1
   study.set_user_attr(GRID_ATTR, [candidate.key for candidate in grid])
+  study.set_user_attr("seeds", seeds)
   return queued
 
 
@@ -190,15 +221,31 @@ def _count(study: Any, state: Any) -> int:
   return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def _is_duplicate(study: Any, trial: Any, key: str) -> bool:
-  """Another trial of this candidate finished, or runs with a lower number (it goes on)."""
+def _is_duplicate(study: Any, trial: Any, name: str) -> bool:
+  """Another trial of this (candidate, seed) finished, or runs with a lower number."""
   from optuna.trial import TrialState
   for other in study.get_trials(deepcopy=False, states=(
       TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-    if other.user_attrs.get("candidate") == key and other.number != trial.number and (
+    if other.user_attrs.get("trial_name") == name and other.number != trial.number and (
         other.state != TrialState.RUNNING or other.number < trial.number):
       return True
   return False
+
+
+def seeded_config(config: ml_collections.ConfigDict, candidate: grid_lib.Candidate,
+                  seed_index: int) -> ml_collections.ConfigDict:
+  """The candidate's proxy config with its trial's seed (initialisation and data order)."""
+  derived = grid_lib.candidate_config(config, candidate)
+  derived.seed = config.seed + seed_index
+  return derived
+
+
+def evaluate_on_test(config: ml_collections.ConfigDict, run_dir: str, split: str
+                     ) -> dict[str, Any]:
+  """The final EMA weights of a trial's run on `split` (after ranking: reported only)."""
+  from effnetlite.evaluation.evaluate_weights import evaluate_weights
+  metrics = evaluate_weights(config, run_dir, split, ema=True, progress=False)
+  return {"top1": metrics["top1"], "top5": metrics["top5"], "count": metrics["count"]}
 
 
 def _broadcast(value: int) -> int:
@@ -209,26 +256,38 @@ def _broadcast(value: int) -> int:
 
 def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
                    train: Trainer, measure_latency: Callable[..., float] | None,
-                   multihost: bool) -> Callable[[Any], Any]:
-  """The Optuna objective: train one candidate (reporting EMA top-1), then time it."""
+                   multihost: bool, evaluate_test: TestEvaluator | None = None
+                   ) -> Callable[[Any], Any]:
+  """The Optuna objective: train one (candidate, seed) reporting EMA top-1 on the ranking
+  split, keep its per-image correctness, evaluate it on the test split, then time it."""
   import optuna
   grid = grid_lib.candidates(config)
+  by_key = {candidate.key: candidate for candidate in grid}
+  units = trial_units(grid, config.search.seeds)
+  test_split = config.search.test_split
 
   def objective(trial):
-    if "candidate" not in trial.user_attrs:  # set when enqueued
+    attrs = trial.user_attrs
+    if "trial_name" not in attrs:  # set when enqueued
       trial.set_user_attr("unused", "created after the queue ran dry")
       raise NotACandidate(trial.number)
-    params = {name: trial.suggest_float(name, *config.search[f"{name}_range"])
-              for name in ("alpha", "beta", "gamma")}
-    candidate = grid_lib.find_candidate(grid, params)
-    if _is_duplicate(study, trial, candidate.key):
+    for name in ("alpha", "beta", "gamma"):  # the enqueued values, recorded as parameters
+      trial.suggest_float(name, *config.search[f"{name}_range"])
+    if attrs["candidate"] not in by_key:
+      grid_lib.find_candidate(grid, trial.params)  # says which config the study needs
+    candidate, seed = by_key[attrs["candidate"]], attrs["seed_index"]
+    name = trial_name(candidate.key, seed)
+    if _is_duplicate(study, trial, name):
       trial.set_user_attr("duplicate", True)
       raise NotACandidate(trial.number)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    derived = grid_lib.candidate_config(config, candidate)
-    run_dir = os.path.join(workdir, "runs", candidate.key)
+    derived = seeded_config(config, candidate, seed)
+    run_dir = run_directory(workdir, candidate.key, seed)
+    print(f"candidate {grid.index(candidate) + 1}/{len(grid)}, seed {seed + 1}/"
+          f"{config.search.seeds}: {candidate.short_name} (trial {trial.number}, seed "
+          f"{derived.seed}) in {run_dir}", flush=True)
     if multihost:
-      _broadcast(grid.index(candidate))
+      _broadcast(units.index((candidate, seed)))
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
       value = metrics["ema_eval_top1"]
@@ -245,16 +304,30 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     start = time.time()
     try:
       metrics = train(derived, run_dir, on_eval)
+      if test_split and evaluate_test is not None and not multihost:
+        test = evaluate_test(derived, run_dir, test_split)
+        trial.set_user_attr("test_split", test_split)
+        trial.set_user_attr("test_top1", test["top1"])
+        trial.set_user_attr("test_top5", test["top5"])
+        trial.set_user_attr("test_count", test["count"])
     except (optuna.TrialPruned, UserError):
       raise
     except Exception as error:  # noqa: BLE001 - a failed candidate is recorded
       trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
-      raise CandidateFailed(candidate.key) from error
+      raise CandidateFailed(name) from error
     finally:
       trial.set_user_attr("train_seconds", time.time() - start)
     trial.set_user_attr("top1", metrics["eval_top1"])  # also when resumed from a finished run
     trial.set_user_attr("ema_top1", metrics["ema_eval_top1"])
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
+    examples = runs.read_eval_examples(run_dir)
+    if examples is not None:  # the per-image record lives in the run; the trial points at it
+      trial.set_user_attr("eval_examples", os.path.relpath(
+          os.path.join(run_dir, runs.EVAL_EXAMPLES_FILE), workdir))
+      trial.set_user_attr("eval_split", examples["split"])
+    print(f"candidate {candidate.short_name}, seed {seed + 1}/{config.search.seeds}: EMA top-1 "
+          f"{metrics['ema_eval_top1']:.4f} on {derived.dataset.eval_split!r} after "
+          f"{time.time() - start:.0f} s", flush=True)
     if measure_latency is None:
       return metrics["ema_eval_top1"]
     latency = measure_latency(derived, run_dir,
@@ -296,14 +369,17 @@ def check_latency_target(config: ml_collections.ConfigDict) -> None:
 
 def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
                train: Trainer | None = None,
-               measure_latency: Callable[..., float] | None = None) -> None:
-  """Trains waiting candidates until none waits or runs anywhere (every process calls it).
+               measure_latency: Callable[..., float] | None = None,
+               evaluate_test: TestEvaluator | None = None) -> None:
+  """Trains waiting trials until none waits or runs anywhere (every process calls it).
 
   `study` is None on processes other than 0 of a multi-process job: they follow.
   """
   import jax
   if train is None:
     from effnetlite.train.loop import train_and_evaluate as train
+  if evaluate_test is None:
+    evaluate_test = evaluate_on_test
   if measure_latency is None and config.search.objective == "accuracy_latency":
     check_latency_target(config)
 
@@ -317,7 +393,8 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
     return
   import optuna
   from optuna.trial import TrialState
-  objective = make_objective(config, study, workdir, train, measure_latency, multihost)
+  objective = make_objective(config, study, workdir, train, measure_latency, multihost,
+                             evaluate_test)
   while True:
     if _count(study, TrialState.WAITING):
       study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
@@ -333,15 +410,15 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
 def _follow(config: ml_collections.ConfigDict, workdir: str, train: Trainer) -> None:
   """Processes other than 0: train what process 0 announces, prune when it says so."""
   import optuna
-  grid = grid_lib.candidates(config)
+  units = trial_units(grid_lib.candidates(config), config.search.seeds)
 
   def on_eval(step: int, metrics: dict[str, float]) -> None:
     if config.search.objective == "accuracy" and _broadcast(0):  # as process 0 reports
       raise optuna.TrialPruned()
   while (index := _broadcast(0)) >= 0:
-    candidate = grid[index]
+    candidate, seed = units[index]
     try:
-      train(grid_lib.candidate_config(config, candidate),
-            os.path.join(workdir, "runs", candidate.key), on_eval)
+      train(seeded_config(config, candidate, seed), run_directory(workdir, candidate.key, seed),
+            on_eval)
     except optuna.TrialPruned:
       pass

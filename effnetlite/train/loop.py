@@ -9,7 +9,6 @@ EMA checkpoint kept apart in `workdir/best`.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from typing import Callable
@@ -94,13 +93,12 @@ def _resolve_classes(config: ml_collections.ConfigDict, source: sources.Source) 
 def _finished_run(workdir: str, step: int, total_steps: int) -> dict[str, float] | None:
   """What re-running a finished run reports: its final metrics, with nothing written
   (None when a run stopped before writing them: it is evaluated again)."""
-  path = os.path.join(workdir, "final_metrics.json")
-  if not os.path.isfile(path):
+  finished = runs.read_final_metrics(workdir)
+  if finished is None:
     return None
   print(f"run {workdir} already finished at step {step} (of {total_steps}); nothing to "
         "train (raise config.num_epochs or config.max_steps to continue it)", flush=True)
-  with open(path, encoding="utf-8") as handle:
-    return json.load(handle)
+  return finished
 
 
 def _record_session(config: ml_collections.ConfigDict, workdir: str,
@@ -155,6 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config = ml_collections.ConfigDict(validate_config(config).to_dict())  # detached from caller
   workdir = absolute_path(workdir)  # orbax takes absolute paths only
+  session_start = time.time()
   initialize_distributed()
   previous = check_run(config, workdir)
   mesh = pipeline.make_mesh()
@@ -281,7 +280,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if seconds_to_first_step is not None:
     last_eval["seconds_to_first_step"] = seconds_to_first_step
-  if jax.process_index() == 0:
-    files.write_atomically(os.path.join(workdir, "final_metrics.json"),
-                           json.dumps({"step": step, **last_eval}, indent=2))
+  ema_variables = {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
+  _record_final(config, workdir, step, last_eval, eval_source, ema_variables, module, mesh,
+                start_step, time.time() - session_start)
   return last_eval
+
+
+def _record_final(config: ml_collections.ConfigDict, workdir: str, step: int,
+                  last_eval: dict, eval_source: sources.Source, ema_variables: dict, module,
+                  mesh, start_step: int, session_seconds: float) -> None:
+  """final_metrics.json with what comparing runs needs, and the final EMA weights' per-example
+  top-1 on the evaluation split (single-process runs: examples are spread over hosts)."""
+  split = eval_source.identity() if jax.process_count() == 1 else {
+      "dataset": eval_source.name, "split": eval_source.split,
+      "holdout_fraction": eval_source.holdout_fraction,
+      "examples": eval_source.total_examples, "ids_sha256": None}
+  if jax.process_count() == 1:
+    hits = jax_eval.example_hits(jax_eval.make_prediction_step(module, mesh), ema_variables,
+                                 pipeline.eval_batches(config, eval_source), mesh)
+    runs.save_eval_examples(workdir, split, eval_source.example_ids(), hits)
+  if jax.process_index() == 0:
+    from effnetlite.utils.provenance import provenance
+    runs.save_final_metrics(workdir, {
+        "step": step, **last_eval, "eval_split": split, "seed": config.seed,
+        "session": {"from_step": start_step, "wall_seconds": session_seconds},
+        **provenance()})

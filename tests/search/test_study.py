@@ -1,5 +1,6 @@
-"""The search as an Optuna study: exactly-once candidates, restarts, pruning, two objectives,
-two workers on SQLite, and two workers on a real PostgreSQL server with one SIGKILLed.
+"""The search as an Optuna study: exactly-once trials (candidate x seed), restarts, pruning,
+two objectives, the report's ranking, test column and paired comparisons, two workers on
+SQLite, and two workers on a real PostgreSQL server with one SIGKILLed.
 
 Training is replaced by a fast stand-in that behaves like `train_and_evaluate` where the
 search depends on it: it evaluates every few steps (calling `on_eval`), checkpoints its
@@ -22,12 +23,14 @@ from helpers import PYTHONPATH, ROOT
 from optuna.trial import TrialState
 
 from configs import search_lite0
+from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.search import grid, report, study
 
 STEPS, EVAL_EVERY = 8, 2
-KEYS = ["a1.000_b1.100_g1.100", "a1.100_b1.200_g1.000", "a1.300_b1.200_g1.000",
-        "a1.000_b1.100_g1.200", "a1.100_b1.000_g1.100"]
+# configs/search_lite0.py's kept candidates, cheapest family first (tests/search/test_grid.py).
+KEYS = ["a1.400_b1.100_g1.100", "a1.400_b1.000_g1.200", "a1.200_b1.100_g1.200"]
+IMAGES = 100  # the stand-in's ranking split
 
 
 def search_config(**overrides):
@@ -37,18 +40,20 @@ def search_config(**overrides):
 
 
 def accuracy_of(config) -> float:
-  """Stand-in accuracy: deeper and wider is better (a1.3 b1.2 g1.0 wins)."""
+  """Stand-in accuracy: deeper and wider is better (a1.4 b1.1 g1.1 wins with 0.92, then
+  a1.4 b1.0 g1.2 with 0.90 and a1.2 b1.1 g1.2 with 0.82); the same for every seed."""
   return round(0.5 * config.model.depth + 0.2 * config.model.width, 6)
 
 
 def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
   """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step;
-  `on_eval` after every evaluation but the last, whose metrics are returned."""
+  `on_eval` after every evaluation but the last, whose metrics are returned. Like the real
+  loop it records per-image correctness: the first accuracy * IMAGES images are right."""
   os.makedirs(workdir, exist_ok=True)
   checkpoint = os.path.join(workdir, "step")
   step = int(open(checkpoint).read()) if os.path.exists(checkpoint) else 0
   if log is not None:
-    log.append((config.model.name, step))
+    log.append((config.model.name, config.seed, step))
   target = accuracy_of(config)
   while step < STEPS:
     time.sleep(step_seconds)
@@ -58,99 +63,137 @@ def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
     os.replace(checkpoint + ".tmp", checkpoint)
     if step % EVAL_EVERY == 0 and step < STEPS and on_eval is not None:  # the last: returned
       on_eval(step, {"eval_top1": target * step / STEPS, "ema_eval_top1": target * step / STEPS})
+  right = int(round(target * IMAGES))
+  runs.save_eval_examples(workdir, {"dataset": "fake", "split": "holdout", "holdout_fraction": 0.1,
+                                    "examples": IMAGES, "ids_sha256": "f"},
+                          [f"img{i}" for i in range(IMAGES)], [i < right for i in range(IMAGES)])
   return {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
+
+
+def fake_test(config, run_dir, split):
+  """Stand-in test evaluation: one point below the ranking accuracy."""
+  assert split == "test" and config.dataset.eval_split == "holdout"
+  return {"top1": accuracy_of(config) - 0.01, "top5": 1.0, "count": 359}
 
 
 def _open(config, tmp_path, name="s"):
   return study.open_study(config, study.storage_url("", str(tmp_path)), name)
 
 
-def test_every_candidate_once_readable_with_plain_optuna(tmp_path):
-  config = search_config(pruner="none")
+def _read(config, tmp_path, name="s"):
+  """The study as --report_only opens it: nothing enqueued."""
+  return study.open_study(config, study.storage_url("", str(tmp_path)), name, enqueue=False)
+
+
+def _worker(config, tmp_path, train=fake_train, **kwargs):
+  study.run_worker(config, _open(config, tmp_path), str(tmp_path), train=train,
+                   evaluate_test=fake_test, **kwargs)
+
+
+def test_every_trial_once_readable_with_plain_optuna(tmp_path):
+  config = search_config(pruner="none")  # 2 seeds
   log = []
-  the_study = _open(config, tmp_path)
-  study.run_worker(config, the_study, str(tmp_path),
-                   train=lambda c, w, e: fake_train(c, w, e, log=log))
-  assert sorted(name for name, _ in log) == sorted(f"lite0_{key}" for key in KEYS)
+  _worker(config, tmp_path, train=lambda c, w, e: fake_train(c, w, e, log=log))
+  # Seed 0 of every candidate first, then seed 1; each trial in its own run directory.
+  assert log == [(f"lite0_{key}", seed, 0) for seed in (0, 1) for key in KEYS]
+  for key in KEYS:
+    for seed in (0, 1):
+      assert os.path.exists(tmp_path / "runs" / key / f"seed{seed}" / "step")
   plain = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/study.db")
   trials = plain.get_trials(states=(TrialState.COMPLETE,))
-  assert len(trials) == 5 and len(plain.trials) == 5
+  assert len(trials) == 6 and len(plain.trials) == 6
   by_key = {c.key: c for c in grid.candidates(config)}
   for trial in trials:
     candidate = by_key[trial.user_attrs["candidate"]]
     assert trial.params == candidate.coefficients
     assert trial.values == [accuracy_of(grid.candidate_config(config, candidate))]
-  assert plain.best_trial.user_attrs["candidate"] == "a1.300_b1.200_g1.000"
+    assert trial.user_attrs["test_top1"] == pytest.approx(trial.values[0] - 0.01)
+    assert trial.user_attrs["eval_examples"] == os.path.join(
+        "runs", candidate.key, f"seed{trial.user_attrs['seed_index']}", "eval_examples.json")
   # A rerun (or a late worker) finds nothing to do.
   log.clear()
+  _worker(config, tmp_path, train=lambda c, w, e: fake_train(c, w, e, log=log))
   the_study = _open(config, tmp_path)
-  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e))
-  assert log == [] and len(the_study.trials) == 5
+  assert log == [] and len(the_study.trials) == 6
   markdown, best = report.write_report(the_study, str(tmp_path))
-  assert "best: alpha=1.3, beta=1.2, gamma=1.0 (EMA top-1 0.8900)" in markdown
-  assert markdown.count("| complete |") == 5
+  assert ("best: alpha=1.4, beta=1.1, gamma=1.1 (EMA top-1 0.9200 on the ranking split, mean "
+          "of 2 seeds; noise of one such accuracy: ± 2.7 pt standard error)") in markdown
+  ranked = [line.split(" | ")[1] for line in markdown.splitlines() if line.startswith("| 1 |")
+            or line.startswith("| 2 |") or line.startswith("| 3 |")][:3]
+  assert ranked == ["a1.4_b1.1_g1.1", "a1.4_b1_g1.2", "a1.2_b1.1_g1.2"]
+  # The test split in its own column, after the ranking: 0.91 for the winner.
+  assert "| 0.9200 ± 0.0000 | 2 | 0.9100 ± 0.0000 |" in markdown
+  assert "ranked on split 'holdout' of fake (10% of each class of the training split" in markdown
+  # Paired on the same 100 images: 92 vs 90 right (2 discordant) is noise; 92 vs 82 is not.
+  assert "- a1.4_b1.1_g1.1 leads a1.4_b1_g1.2 by 2.0 pt" in markdown
+  assert "2 seeds, 100 images): not separable — more seeds, more validation images" in markdown
+  assert "- a1.4_b1.1_g1.1 leads a1.2_b1.1_g1.2 by 10.0 pt" in markdown
+  assert "2 seeds, 100 images): separable" in markdown
+  assert markdown.count("| complete |") == 6
   with open(tmp_path / "pareto.png", "rb") as handle:
     assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_one_seed_compares_with_exact_mcnemar(tmp_path):
+  config = search_config(pruner="none", seeds=1)
+  _worker(config, tmp_path)
+  markdown = report.markdown(_open(config, tmp_path), str(tmp_path))
+  assert ("a1.4_b1.1_g1.1 leads a1.2_b1.1_g1.2 by 10.0 pt (95% interval" in markdown
+          and "exact McNemar p = 0.002, 10 vs 0 images only one of them gets right" in markdown)
+
+
 def test_failed_candidate_is_recorded_and_retried_by_a_restart(tmp_path):
-  config = search_config(pruner="none")
+  config = search_config(pruner="none", seeds=1)
 
   def flaky(derived, workdir, on_eval):
-    if derived.model.resolution == 80:
+    if derived.model.name.endswith("a1.400_b1.000_g1.200"):
       raise RuntimeError("out of memory")
     return fake_train(derived, workdir, on_eval)
-  study.run_worker(config, _open(config, tmp_path), str(tmp_path), train=flaky)
-  failed = [r for r in report.candidate_rows(_open(config, tmp_path))
+  _worker(config, tmp_path, train=flaky)
+  failed = [r for r in report.candidate_rows(_read(config, tmp_path))
             if r["state"] == "FAIL"]
-  assert [r["candidate"] for r in failed] == ["a1.000_b1.100_g1.200"]
+  assert [r["candidate"] for r in failed] == ["a1.400_b1.000_g1.200"]
   assert failed[0]["error"] == "RuntimeError: out of memory"
+  markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
+  assert "| - | a1.4_b1_g1.2 |" in markdown and "| 1 fail |" in markdown  # unranked, said so
   log = []
-  the_study = _open(config, tmp_path)  # the restart re-enqueues the failed candidate only
-  study.run_worker(config, the_study, str(tmp_path),
-                   train=lambda c, w, e: fake_train(c, w, e, log=log))
-  assert log == [("lite0_a1.000_b1.100_g1.200", 0)]
-  states = [t.state for t in the_study.trials]
-  assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
+  # The restart re-enqueues the failed trial only.
+  _worker(config, tmp_path, train=lambda c, w, e: fake_train(c, w, e, log=log))
+  assert log == [("lite0_a1.400_b1.000_g1.200", 0, 0)]
+  states = [t.state for t in _open(config, tmp_path).trials]
+  assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
 
 
 def test_median_pruner_stops_weak_candidates_keeping_their_last_value(tmp_path):
-  config = search_config(pruner="median")
+  config = search_config(pruner="median", seeds=1)
+  _worker(config, tmp_path)
   the_study = _open(config, tmp_path)
-  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e))
   by_key = {t.user_attrs["candidate"]: t for t in the_study.trials}
-  # By hand, in queue order (cheapest first), EMA top-1 at step 2 = accuracy * 2 / 8:
-  # 0.18, 0.1975 (the two start-up trials), 0.2225 (> their median 0.18875: goes on),
-  # 0.18 and 0.1875 (< the median of the three complete, 0.1975: pruned at step 2).
-  order = [c.key for c in grid.candidates(config)]
-  assert order == KEYS
-  states = [by_key[k].state for k in order]
-  assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED] * 2
-  trial = by_key["a1.100_b1.000_g1.100"]
-  assert trial.user_attrs["ema_top1"] == pytest.approx(0.1875)  # the last value reported
-  assert trial.intermediate_values == {2: pytest.approx(0.1875)}
-  assert the_study.best_trial.user_attrs["candidate"] == "a1.300_b1.200_g1.000"
+  # By hand, in queue order (cheapest family first), EMA top-1 at step 2 = accuracy * 2 / 8:
+  # 0.23 and 0.225 (the two start-up trials), then 0.205 < their median 0.2275: pruned.
+  assert [c.key for c in grid.candidates(config)] == KEYS
+  assert [by_key[k].state for k in KEYS] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+  trial = by_key["a1.200_b1.100_g1.200"]
+  assert trial.user_attrs["ema_top1"] == pytest.approx(0.205)  # the last value reported
+  assert trial.intermediate_values == {2: pytest.approx(0.205)}
+  assert the_study.best_trial.user_attrs["candidate"] == "a1.400_b1.100_g1.100"
+  markdown = report.markdown(the_study, str(tmp_path))
+  assert "| - | a1.2_b1.1_g1.2 |" in markdown and "1 pruned |" in markdown
 
 
 def test_accuracy_latency_has_two_objectives_and_a_pareto_front(tmp_path):
-  config = search_config(objective="accuracy_latency", pruner="none", latency_budget_ms=2.5)
-  latency = {"a1.000_b1.100_g1.100": 1.0, "a1.100_b1.200_g1.000": 2.0,
-             "a1.300_b1.200_g1.000": 3.0, "a1.000_b1.100_g1.200": 1.5,
-             "a1.100_b1.000_g1.100": 0.9}
+  config = search_config(objective="accuracy_latency", pruner="none", latency_budget_ms=2.5,
+                         seeds=1)
+  latency = {"a1.400_b1.100_g1.100": 3.0, "a1.400_b1.000_g1.200": 2.0,
+             "a1.200_b1.100_g1.200": 1.0}
+  _worker(config, tmp_path, measure_latency=lambda c, run_dir, output: latency[
+      os.path.basename(os.path.dirname(run_dir))])
   the_study = _open(config, tmp_path)
-  study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e),
-                   measure_latency=lambda c, run_dir, output: latency[os.path.basename(run_dir)])
   assert len(the_study.directions) == 2
-  accuracy = {c.key: accuracy_of(grid.candidate_config(config, c))
-              for c in grid.candidates(config)}
-  # By hand, over the feasible (<= 2.5 ms) candidates: (acc up, latency down).
-  feasible = [k for k in latency if latency[k] <= 2.5]
-  front = sorted(k for k in feasible if not any(
-      accuracy[o] >= accuracy[k] and latency[o] <= latency[k] and (o != k) and
-      (accuracy[o] > accuracy[k] or latency[o] < latency[k]) for o in feasible))
+  # By hand, over the feasible (<= 2.5 ms) candidates: 0.90 at 2.0 ms and 0.82 at 1.0 ms;
+  # the most accurate (0.92) is over the budget.
   best = report.best_rows(the_study)
-  assert sorted(r["candidate"] for r in best) == front
-  assert "a1.300_b1.200_g1.000" not in front  # the most accurate is over the budget
+  assert sorted(r["candidate"] for r in best) == ["a1.200_b1.100_g1.200", "a1.400_b1.000_g1.200"]
   markdown, _ = report.write_report(the_study, str(tmp_path))
   assert "Pareto front (EMA top-1 up, latency down):" in markdown
 
@@ -165,12 +208,12 @@ _WORKER = """
 import sys, time
 from configs import search_lite0
 from effnetlite.search import study
-from test_study import fake_train
+from test_study import fake_test, fake_train
 config = search_lite0.get_config()
 config.search.pruner = "none"
 config.search.heartbeat_seconds = 1
 the_study = study.open_study(config, {url!r}, "two")
-study.run_worker(config, the_study, {workdir!r},
+study.run_worker(config, the_study, {workdir!r}, evaluate_test=fake_test,
                  train=lambda c, w, e: fake_train(c, w, e, step_seconds={step_seconds}))
 """
 
@@ -183,8 +226,9 @@ def _start_worker(url: str, workdir: str, step_seconds: float) -> subprocess.Pop
 
 def _check_once_each(url: str) -> list:
   trials = optuna.load_study(study_name="two", storage=url).get_trials()
-  done = [t.user_attrs.get("candidate") for t in trials if t.state == TrialState.COMPLETE]
-  assert sorted(done) == sorted(KEYS), [(t.number, t.state, t.user_attrs) for t in trials]
+  done = [t.user_attrs.get("trial_name") for t in trials if t.state == TrialState.COMPLETE]
+  assert sorted(done) == sorted(study.trial_name(k, s) for k in KEYS for s in (0, 1)), [
+      (t.number, t.state, t.user_attrs) for t in trials]
   return trials
 
 
@@ -194,7 +238,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
   for worker in workers:
     assert worker.wait(timeout=300) == 0, worker.stderr.read()[-3000:]
   trials = _check_once_each(url)
-  # Besides the five, only the race's leftovers: a trial Optuna created when both workers
+  # Besides the six, only the race's leftovers: a trial Optuna created when both workers
   # saw the last waiting candidate, recorded as FAIL and marked, never trained.
   extra = [t for t in trials if t.state != TrialState.COMPLETE]
   assert all(t.state == TrialState.FAIL and ({"unused", "duplicate"} & set(t.user_attrs))
@@ -300,7 +344,7 @@ def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
     for trial in running:
       if trial.user_attrs.get("worker", "").split(":")[-1] != str(victim.pid):
         continue
-      key = trial.user_attrs["candidate"]
+      key = trial.user_attrs["trial_name"]
       step_file = os.path.join(workdir, "runs", key, "step")
       if os.path.exists(step_file) and int(open(step_file).read() or 0) >= 3:
         victim.kill()
@@ -310,7 +354,7 @@ def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
   victim.wait()
   assert survivor.wait(timeout=300) == 0, survivor.stderr.read()[-3000:]
   trials = _check_once_each(postgres)
-  of_killed = [t for t in trials if t.user_attrs.get("candidate") == killed]
+  of_killed = [t for t in trials if t.user_attrs.get("trial_name") == killed]
   states = sorted(t.state.name for t in of_killed if "duplicate" not in t.user_attrs)
   assert states == ["COMPLETE", "FAIL"], states
   retry = next(t for t in of_killed if t.state == TrialState.COMPLETE)
@@ -326,14 +370,14 @@ import json, jax
 from configs import search_lite0
 from effnetlite.search import study
 from effnetlite.train.loop import initialize_distributed
-from test_study import fake_train
+from test_study import fake_test, fake_train
 initialize_distributed()
 config = search_lite0.get_config()
 config.search.pruner = "median"
 leader = jax.process_index() == 0
 the_study = study.open_study(config, {url!r}, "hosts") if leader else None
 log = []
-study.run_worker(config, the_study, {workdir!r},
+study.run_worker(config, the_study, {workdir!r}, evaluate_test=fake_test,
                  train=lambda c, w, e: fake_train(c, w + f"-p{{jax.process_index()}}", e, log=log))
 print(json.dumps(log))
 """
@@ -355,11 +399,11 @@ def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
   for process, (_, error) in zip(processes, outputs):
     assert process.returncode == 0, error[-3000:]
   logs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-  assert logs[0] == logs[1] and len(logs[0]) == 5  # the same candidates, in the same order
+  assert logs[0] == logs[1] and len(logs[0]) == 6  # the same trials, in the same order
   trials = optuna.load_study(study_name="hosts", storage=url).trials
-  assert len(trials) == 5  # only process 0 talks to the study
+  assert len(trials) == 6  # only process 0 talks to the study
   for trial in trials:  # pruned together: both processes stopped at the same step
-    key = trial.user_attrs["candidate"]
+    key = trial.user_attrs["trial_name"]
     steps = [open(os.path.join(workdir, "runs", f"{key}-p{i}", "step")).read() for i in (0, 1)]
     assert steps[0] == steps[1]
     assert int(steps[0]) == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
