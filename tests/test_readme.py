@@ -27,6 +27,10 @@ from helpers import ROOT
 CAT_LABELS = ("tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat")
 SMALL_DEMO = ["--config.model.resolution=32", "--config.dataset.data_dir=tfds"]
 NO_IMAGENET = ["--config.dataset.data_dir=tfds", "--config.dataset.manual_dir=imagenet"]
+# alpha 1.4, beta 1.0..1.1, gamma 1.1..1.2: products 1.694, 2.016, 2.050, 2.439, two within 8%.
+SEARCH_TWO_POINTS = (*SMALL_DEMO, "--config.max_steps=2", "--config.search.seeds=1",
+                     "--config.search.alpha_range=(1.4,1.4)", "--config.search.beta_range=(1.0,1.1)",
+                     "--config.search.gamma_range=(1.1,1.2)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +111,16 @@ CASES = {
     "python scripts/export.py --config=configs/lite0.py --weights=pretrained --quantize=int8 "
     "--io=uint8 --outputs=probabilities --calibration_dir=photos --output=lite0-uint8.tflite":
         Case("photo", ("--check_images=2",), output=r"runtimes\s+LiteRT, MediaPipe"),
-    # The real search, narrowed to one grid point (the full grid is test_search's slow test).
+    # The real search, narrowed to two grid points and one seed (the demo grid is
+    # test_search's slow test), then the proxy check on both.
     "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=runs/search": Case(
-        "scaling", (*SMALL_DEMO, "--config.max_steps=2", "--config.search.seeds=1",
-                    "--config.search.alpha_range=(1.2,1.2)", "--config.search.beta_range=(1.1,1.1)",
-                    "--config.search.gamma_range=(1.15,1.15)"),
-        output=r"1 of 1 grid points have alpha\*beta\^2\*gamma\^2 within 8% of 2 \(all >= 1\); 1 "
-               r"kept(.|\n)*best: alpha=1.2, beta=1.1, gamma=1.15"),
+        "scaling", SEARCH_TWO_POINTS,
+        output=r"2 of 4 grid points have alpha\*beta\^2\*gamma\^2 within 8% of 2 \(all >= 1\); 2 "
+               r"kept(.|\n)*best: alpha=1.4, beta=1.[01], gamma=1.[12] \(EMA top-1 (.|\n)*"
+               r"paired comparisons with the winner"),
+    "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=runs/search "
+    "--proxy_check": Case("scaling", SEARCH_TWO_POINTS,
+                          output=r"proxy check 2/2(.|\n)*Kendall tau = -?\d\.\d\d \(p = "),
     # No database server here: the command as printed must fail in one line, before training.
     "python scripts/grid_search.py --config=configs/search_lite0.py --workdir=/shared/search "
     "--storage=postgresql+psycopg://user:password@dbhost/search": Case(
@@ -126,7 +133,17 @@ CASES = {
                                r"\d+ s, peak [\d,]+ MiB per chip"),
     "python scripts/scale.py --config=configs/lite0.py --alpha=1.2 --beta=1.1 --gamma=1.15 "
     "--phi=1..4 --output_dir=configs/scaled": Case(
-        "scaling", output=r"(\| [1-4] \| .*\n){4}(.|\n)*wrote .*lite0_phi4.py"),
+        "scaling", output=r"(\| [1-4] \| .*\n){4}(.|\n)*warning: phi=4 realises 13.65x(.|\n)*"
+                          r"wrote .*lite0_phi4.py"),
+    "python scripts/scale.py --config=configs/demo.py --alpha=1.2 --beta=1.1 --gamma=1.2 "
+    "--phi=0..2 --output_dir=family": Case("scaling", output=r"wrote .*family/lite0_phi2.py"),
+    # The family, trained briefly (its resolutions kept: 64, 80, 96), then compared.
+    **{f"python train.py --config=family/lite0_phi{phi}.py --workdir=runs/family{phi}": Case(
+        "scaling", ("--config.dataset.data_dir=tfds", "--config.max_steps=2"),
+        output=r"step 2: top-1") for phi in range(3)},
+    "python scripts/compare.py runs/family0 runs/family1 runs/family2 --plot=runs/family.png":
+        Case("scaling", output=r"\| family2 \| lite0_phi2 \| 1.21 \| 1.44 \| 96 \|(.|\n)*"
+                               r"evaluated on effnetlite_digits/test \(359 images"),
 }
 
 
@@ -253,4 +270,5 @@ def test_readme_commands_run_from_another_directory(chain, tmp_path):
   if chain == "scaling":
     assert sorted(os.listdir(cwd / "configs" / "scaled")) == [
         f"lite0_phi{phi}.py" for phi in range(1, 5)]
+    assert (cwd / "runs" / "family.png").read_bytes()[:4] == b"\x89PNG"
     assert {"results.md", "pareto.png"} <= set(os.listdir(cwd / "runs" / "search"))

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 
 import ml_collections
 import pytest
@@ -45,6 +46,27 @@ def test_search_config_passes_as_a_search_and_others_do_not():
   validation.validate_config(_config_file("search_lite0"), search=True)
   with pytest.raises(UserError, match="has no key search.alpha_range; pass a search config"):
     validation.validate_config(_config_file("demo"), search=True)
+
+
+@pytest.mark.parametrize("split,message", [
+    ("test", "config.dataset.eval_split='test' is also config.search.test_split: the search "
+             "would choose on the split it reports"),
+    ("train", "config.dataset.eval_split='train' is the training split: the search would rank "
+              "on data it trained on"),
+])
+def test_a_search_never_ranks_on_the_test_or_training_split(split, message):
+  config = _config_file("search_lite0")
+  config.dataset.eval_split = split
+  with pytest.raises(UserError, match=re.escape(message)):
+    validation.validate_config(config, search=True)
+  config.dataset.eval_split, config.search.test_split = "validation", "test"  # its own split
+  validation.validate_config(config, search=True)
+
+
+def test_a_config_saved_before_holdout_fraction_existed_still_loads():
+  config = _config_file("demo")
+  del config.dataset["holdout_fraction"]
+  assert validation.validate_config(config).dataset.holdout_fraction == 0.0
 
 
 def test_folder_dataset_needs_a_data_dir(tmp_path, monkeypatch):

@@ -129,8 +129,8 @@ def _mean_std(values: list[float]) -> str:
 def table(summaries: Sequence[RunSummary]) -> str:
   """Markdown: a row per run, then a row per group of seeds (mean ± std)."""
   split = split_label(summaries[0].split)
-  lines = [f"| run | name | width | depth | res | params | MACs | steps | train s | seed | "
-           f"EMA top-1 | EMA top-5 | int8 top-1 | latency ms |", "|" + "---|" * 14]
+  lines = ["| run | name | width | depth | res | params | MACs | steps | train s | seed | "
+           "EMA top-1 | EMA top-5 | int8 top-1 | latency ms |", "|" + "---|" * 14]
   for s in summaries:
     lines.append(
         f"| {os.path.basename(s.path)} | {s.name} | {s.width:g} | {s.depth:g} | {s.resolution} | "

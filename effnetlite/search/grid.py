@@ -196,7 +196,7 @@ def family_table(grid: list[Candidate]) -> str:
   if not grid:
     return ""
   phis = len(grid[0].family)
-  lines = [f"| candidate | alpha*beta^2*gamma^2 | "
+  lines = ["| candidate | alpha*beta^2*gamma^2 | "
            + " | ".join(f"phi={phi} (2^{phi}={2 ** phi})" for phi in range(1, phis + 1))
            + " | proxy network | proxy params |",
            "|" + "---|" * (phis + 4)]

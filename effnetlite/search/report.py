@@ -166,11 +166,11 @@ def _split_line(summaries: list[dict[str, Any]]) -> str | None:
       ranking += " — WARNING: the trials were evaluated on different examples"
   else:
     ranking = "ranked on the candidates' evaluation split"
-  tests = sorted({r.get("test_split", "") for r in rows} - {""})
-  reported = ("; test top-1 measured after the ranking, which it did not influence"
-              if any("test_top1" in r for r in rows) else "; no test split evaluated")
+  tests = ", ".join(repr(t) for t in sorted({r.get("test_split", "") for r in rows} - {""}))
+  reported = (f"; test top-1 (split {tests}) measured after the ranking, which it did not "
+              "influence" if tests else "; no test split evaluated")
   return (f"{ranking}; mean ± std over {'/'.join(map(str, seeds))} seed(s) per candidate "
-          f"(initialisation and data order){reported}" + (f" ({tests})" if tests else ""))
+          f"(initialisation and data order){reported}")
 
 
 def markdown(study: Any, workdir: str | None = None) -> str:

@@ -213,7 +213,6 @@ def enqueue_candidates(study: Any, grid: list[grid_lib.Candidate], created: bool
           "seed": base_seed + seed})
       queued += 1
   study.set_user_attr(GRID_ATTR, [candidate.key for candidate in grid])
-  study.set_user_attr("seeds", seeds)
   return queued
 
 

@@ -428,3 +428,26 @@ def test_latency_is_timed_on_the_exported_int8_tflite(tmp_path):
   # An int8 graph with float I/O: QUANTIZE in, DEQUANTIZE out, integer kernels between.
   assert {"QUANTIZE", "DEPTHWISE_CONV_2D", "CONV_2D", "DEQUANTIZE"} <= set(report["ops"])
   assert report["input"]["dtype"] == "float32"
+
+
+def test_proxy_check_retrains_the_top_k_and_reports_kendall_tau(tmp_path):
+  from effnetlite.search import proxy_check
+  config = search_config(pruner="none", seeds=1, proxy_check_top_k=3, proxy_check_epochs=50.0)
+  _worker(config, tmp_path)
+  trained = []
+
+  def longer(derived, run_dir, on_eval):
+    """The longer schedule reverses the proxy's order of the last two (0.90 vs 0.82)."""
+    trained.append((derived.model.name, derived.num_epochs, derived.seed, run_dir))
+    score = {"a1.400_b1.100_g1.100": 0.95, "a1.400_b1.000_g1.200": 0.91,
+             "a1.200_b1.100_g1.200": 0.93}[os.path.basename(os.path.dirname(run_dir))]
+    return {"ema_eval_top1": score}
+  result = proxy_check.run_proxy_check(config, _read(config, tmp_path), str(tmp_path), longer)
+  assert [t[1:3] for t in trained] == [(50.0, 0)] * 3
+  assert [os.path.relpath(t[3], tmp_path) for t in trained] == [
+      os.path.join("runs", key, "long") for key in KEYS]
+  # By hand: pairs (1,2) and (1,3) concordant, (2,3) discordant: tau = (2 - 1) / 3.
+  assert result["kendall_tau"] == pytest.approx(1 / 3)
+  markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
+  assert "Kendall tau = 0.33 (p = " in markdown and "3 candidates): the proxy ranks partly" in markdown
+  assert "| a1.2_b1.1_g1.2 | 0.8200 | 0.9300 |" in markdown

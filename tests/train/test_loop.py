@@ -70,6 +70,34 @@ def test_one_step_on_mock_imagenet(tmp_path):
     assert metrics[f"{prefix}eval_loss"] == pytest.approx(np.mean(losses), rel=1e-4)
 
 
+def test_a_run_records_what_comparing_it_needs(digits_dir, tmp_path):
+  """final_metrics.json names the evaluation split (with a hash of its example ids), the
+  seed and the versions; eval_examples.json holds each held-out image's EMA top-1, which
+  the images put through the module one by one reproduce."""
+  config = tiny_config(data_dir=digits_dir, holdout_fraction=0.1)
+  config.dataset.eval_split, config.max_steps, config.seed = "holdout", 3, 7
+  metrics = train_and_evaluate(config, str(tmp_path))
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  held = sources.make_source(config.dataset, "holdout")
+  assert final["eval_split"] == {"dataset": "effnetlite_digits", "split": "holdout",
+                                 "holdout_fraction": 0.1, "examples": held.total_examples,
+                                 "ids_sha256": sources.ids_digest(held.example_ids())}
+  assert final["seed"] == 7 and final["versions"]["jax"] == jax.__version__
+  assert final["session"]["from_step"] == 0 and final["session"]["wall_seconds"] > 0
+  examples = json.load(open(tmp_path / "eval_examples.json"))
+  assert examples["ids"] == held.example_ids() and examples["split"] == final["eval_split"]
+  module, template = factory.create_model(config)
+  variables = loading.load_weights(str(tmp_path), config, template, ema=True)
+  by_hand = []
+  for batch in pipeline.eval_batches(config, held):
+    keep = batch["mask"] > 0
+    for image, label in zip(batch["image"][keep], batch["label"][keep]):
+      by_hand.append(int(np.argmax(module.apply(variables, (image[None] - 127.0) / 128.0)[0])
+                         == label))
+  assert examples["correct"] == by_hand
+  assert metrics["ema_eval_top1"] == pytest.approx(np.mean(by_hand))
+
+
 _TRAIN = """
 import sys
 from helpers import tiny_config
