@@ -154,7 +154,8 @@ SCHEMA: dict[str, Rule] = {
 
 # Keys and sections a config saved before they existed may lack: filled with the base
 # config's values, so older runs' config.json files still load (nothing else is defaulted).
-SECTIONS_ADDED_LATER = ("rematerialize", "quantization", "dataset.holdout_fraction")
+# Sections and keys that configs saved by older versions lack: they get the base's default.
+ADDED_LATER = ("rematerialize", "quantization", "dataset.holdout_fraction")
 
 # The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
 SEARCH_SCHEMA: dict[str, Rule] = {
@@ -240,7 +241,7 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
     raise UserError(f"the config file's get_config() returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; start from effnetlite.config.base_config()")
   flat = flatten(config)
-  missing_sections = [name for name in SECTIONS_ADDED_LATER
+  missing_sections = [name for name in ADDED_LATER
                       if not any(k == name or k.startswith(name + ".") for k in flat)]
   if missing_sections:  # a config saved before the section or key existed: its default
     config = config.copy_and_resolve_references()
@@ -271,6 +272,10 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
     raise UserError(f"config.search.pruner={config.search.pruner!r} needs "
                     "config.search.objective='accuracy': Optuna prunes single-objective studies "
                     "only; set config.search.pruner=none")
+  if config.dataset.eval_split == "holdout" and not config.dataset.holdout_fraction > 0:
+    raise UserError("config.dataset.eval_split='holdout' is the part of the training split held "
+                    "out by config.dataset.holdout_fraction, which is 0; set it (e.g. "
+                    "--config.dataset.holdout_fraction=0.1) or evaluate on another split")
   if "search" in config:
     check_selection_split(config)
   if "search" in config and config.search.latency_target != "litert" and (

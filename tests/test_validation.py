@@ -63,6 +63,16 @@ def test_a_search_never_ranks_on_the_test_or_training_split(split, message):
   validation.validate_config(config, search=True)
 
 
+def test_evaluating_on_holdout_needs_a_fraction():
+  config = _config_file("demo")
+  config.dataset.eval_split = "holdout"
+  with pytest.raises(UserError, match="config.dataset.eval_split='holdout' is the part of the "
+                                      "training split held out by config.dataset.holdout_fraction"):
+    validation.validate_config(config)
+  config.dataset.holdout_fraction = 0.1
+  validation.validate_config(config)
+
+
 def test_a_config_saved_before_holdout_fraction_existed_still_loads():
   config = _config_file("demo")
   del config.dataset["holdout_fraction"]

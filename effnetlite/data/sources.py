@@ -210,7 +210,8 @@ def _tfds_index(builder, split: str, prepare: Callable[[], Any]) -> list[tuple[s
   import tensorflow_datasets as tfds
 
   from effnetlite.utils import files
-  cache = os.path.join(builder.data_dir, f"effnetlite-index-{split}.json")
+  safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)  # "train[:90%]"
+  cache = os.path.join(builder.data_dir, f"effnetlite-index-{safe}.json")
   if os.path.isfile(cache):
     with open(cache, encoding="utf-8") as handle:
       return [(i, int(label)) for i, label in json.load(handle)]

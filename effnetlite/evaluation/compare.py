@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.nn import costs
+from effnetlite.utils import plots
 from effnetlite.validation import flatten, validate_config
 
 
@@ -148,15 +148,17 @@ def table(summaries: Sequence[RunSummary]) -> str:
                    f"{len(g)} | {_mean_std([s.top1 for s in g])} | "
                    f"{_mean_std([s.top5 for s in g])} |")
   lines.append(f"\nevaluated on {split}; train s: the run's last training session")
+  commits = sorted({s.commit[:12] + ("-dirty" if s.commit.endswith("-dirty") else "")
+                    for s in summaries if s.commit})
+  if commits:
+    lines.append(f"code: {', '.join(commits)}" + (" (runs from different code)"
+                                                  if len(commits) > 1 else ""))
   return "\n".join(lines)
 
 
 def plot(summaries: Sequence[RunSummary]) -> bytes:
   """EMA top-1 against multiply-adds, error bars over seeds: the family's scaling curve."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+  figure, axes = plots.new_axes()
   points = sorted(groups(summaries), key=lambda g: g[0].macs)
   x = [g[0].macs / 1e6 for g in points]
   y = [statistics.fmean(s.top1 for s in g) for g in points]
@@ -168,11 +170,5 @@ def plot(summaries: Sequence[RunSummary]) -> bytes:
   if int8:
     axes.plot(*zip(*int8), "s", label="int8 TFLite top-1")
   axes.set_xlabel("multiply-adds (M)")
-  axes.set_ylabel(f"top-1, {summaries[0].split['split']}")
-  axes.set_title("accuracy against cost")
-  axes.legend(fontsize=7)
-  figure.tight_layout()
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format="png")
-  plt.close(figure)
-  return buffer.getvalue()
+  return plots.finish_png(figure, axes, "accuracy against cost",
+                          f"top-1, {summaries[0].split['split']}")

@@ -11,6 +11,7 @@ reported with its p-value (few candidates: a weak test, and said so).
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Callable
 
@@ -48,7 +49,8 @@ def run_proxy_check(config: ml_collections.ConfigDict, study: Any, workdir: str,
           flush=True)
     metrics = train(derived, run_dir, None)
     rows.append({"candidate": candidate.short_name, "proxy_top1": summary["mean"],
-                 "proxy_seeds": len(summary["complete"]), "long_top1": metrics["ema_eval_top1"]})
+                 "proxy_seeds": len(summary["complete"]), "long_top1": metrics["ema_eval_top1"],
+                 "images": metrics.get("ema_eval_count")})
   tau = stats.kendalltau([r["proxy_top1"] for r in rows], [r["long_top1"] for r in rows])
   result = {"candidates": rows, "proxy_epochs": config.num_epochs,
             "long_epochs": config.search.proxy_check_epochs,
@@ -74,10 +76,18 @@ def describe(result: dict[str, Any]) -> list[str]:
            "| candidate | proxy (mean over seeds) | longer schedule (seed 1) |", "|---|---|---|"]
   lines += [f"| {r['candidate']} | {r['proxy_top1']:.4f} | {r['long_top1']:.4f} |"
             for r in result["candidates"]]
-  agreement = ("the proxy ranks like the longer schedule" if tau >= 0.99 else
-               "the proxy's ranking differs from the longer schedule's" if tau <= 0 else
-               "the proxy ranks partly like the longer schedule")
+  agreement = ("no ranking to compare: the longer schedule scores them all the same"
+               if math.isnan(tau) else "the proxy ranks like the longer schedule" if tau >= 0.99
+               else "the proxy ranks partly like the longer schedule" if tau > 0
+               else "the proxy's ranking is unrelated to the longer schedule's" if tau == 0
+               else "the longer schedule reverses the proxy's ranking")
   lines.append(f"Kendall tau = {tau:.2f} (p = {p:.2g}, {n} candidates): {agreement}"
                + (f"; with {n} candidates even a perfect agreement is weak evidence"
                   if n < 5 else ""))
+  images = result["candidates"][0].get("images")
+  scores = [r["long_top1"] for r in result["candidates"]]
+  if images:  # how far apart the longer schedule's scores are, in images
+    spread = int(round((max(scores) - min(scores)) * images))
+    lines.append(f"the longer schedule's scores span {spread} of {images} images"
+                 + (": too close to rank on this split" if spread <= 2 else ""))
   return lines

@@ -13,14 +13,13 @@ listed; table, front and plot name where the latencies come from.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import statistics
 from typing import Any
 
 from effnetlite.search import stats
-from effnetlite.utils import files
+from effnetlite.utils import files, plots
 
 
 def latency_label(target: str) -> str:
@@ -265,10 +264,7 @@ def _cost_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _plot(study: Any) -> bytes:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+  figure, axes = plots.new_axes()
   if len(study.directions) > 1:
     rows = [r for r in candidate_rows(study) if r.get("ema_top1") is not None
             and "latency_ms" in r]
@@ -279,8 +275,7 @@ def _plot(study: Any) -> bytes:
     axes.set_xlabel(f"latency, batch 1 ({latency_source(rows) or 'ms'})")
   else:
     ranked = [s for s in candidate_summaries(study) if s["mean"] is not None]
-    points = [{"macs": s["macs"], "ema_top1": s["mean"], "state": "COMPLETE", **s}
-              for s in ranked]
+    points = [{**s, "ema_top1": s["mean"], "state": "COMPLETE"} for s in ranked]
     axes.errorbar([s["macs"] / 1e6 for s in ranked], [s["mean"] for s in ranked],
                   yerr=[s["std"] or 0.0 for s in ranked], fmt="o", capsize=3,
                   label="candidates (mean ± std over seeds)")
@@ -290,11 +285,5 @@ def _plot(study: Any) -> bytes:
     axes.plot([r["macs"] / 1e6 for r in front], [r["ema_top1"] for r in front], "r-",
               label="Pareto front")
     axes.set_xlabel("multiply-adds of the proxy network (M)")
-  axes.set_ylabel("EMA top-1, ranking split")
-  axes.set_title("compound-scaling search (alpha, beta, gamma)")
-  axes.legend(fontsize=7)
-  figure.tight_layout()
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format="png")
-  plt.close(figure)
-  return buffer.getvalue()
+  return plots.finish_png(figure, axes, "compound-scaling search (alpha, beta, gamma)",
+                          "EMA top-1, ranking split")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -212,18 +212,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batches = pipeline.prefetch_to_device(
       pipeline.train_batches(config, train_source, start_step), mesh)
 
-  def run_eval(step: int) -> dict[str, float]:
+  def run_eval(step: int, final: bool = False) -> dict[str, Any]:
+    """Raw and EMA metrics; the final one also each example's EMA top-1 hit (one process)."""
     results = {}
     for prefix, variables in (("", {"params": state.params, "batch_stats": state.batch_stats}),
                               ("ema_", {"params": state.ema_params,
                                         "batch_stats": state.ema_batch_stats})):
       metrics = jax_eval.evaluate(
           evaluator, variables, pipeline.eval_batches(config, eval_source), mesh,
-          pipeline.eval_steps(eval_source, config.eval_batch_size))
+          pipeline.eval_steps(eval_source, config.eval_batch_size),
+          per_example=final and prefix == "ema_" and jax.process_count() == 1)
       results.update({f"{prefix}eval_{k}": v for k, v in metrics.items()
-                      if k in ("top1", "top5", "loss")})
+                      if k in ("top1", "top5", "loss", "correct")})
       results[f"{prefix}eval_count"] = metrics["count"]
-    writer.write(step, {k: v for k, v in results.items() if not k.endswith("count")})
+    writer.write(step, {k: v for k, v in results.items()
+                        if not k.endswith(("count", "correct"))})
     return results
 
   bar = progress_bar(total_steps, start_step)
@@ -264,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar.update(1)
       is_last = step == total_steps
       if step % eval_every == 0 or is_last:
-        last_eval = run_eval(step)
+        last_eval = run_eval(step, final=is_last)
         checkpoints.save(best, step, state, config.to_dict(), include_state=False,
                          metrics={"ema_top1": last_eval["ema_eval_top1"]}, force=True)
         bar.write(f"step {step}: top-1 {last_eval['eval_top1']:.4f} "
@@ -281,31 +284,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if unfinished is not None:  # raised here: an error already on its way goes first
     raise unfinished
   if not last_eval:  # a finished run that stopped before its final metrics
-    last_eval = run_eval(step)
+    last_eval = run_eval(step, final=True)
     writer.flush()
+  correct = last_eval.pop("ema_eval_correct", None)
   if train_seconds:
     last_eval["train_images_per_sec"] = train_images / train_seconds
   if seconds_to_first_step is not None:
     last_eval["seconds_to_first_step"] = seconds_to_first_step
-  ema_variables = {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
-  _record_final(config, workdir, step, last_eval, eval_source, ema_variables, module, mesh,
-                start_step, time.time() - session_start)
+  _record_final(config, workdir, step, last_eval, eval_source, correct, start_step,
+                time.time() - session_start)
   return last_eval
 
 
-def _record_final(config: ml_collections.ConfigDict, workdir: str, step: int,
-                  last_eval: dict, eval_source: sources.Source, ema_variables: dict, module,
-                  mesh, start_step: int, session_seconds: float) -> None:
+def _record_final(config: ml_collections.ConfigDict, workdir: str, step: int, last_eval: dict,
+                  eval_source: sources.Source, correct: np.ndarray | None, start_step: int,
+                  session_seconds: float) -> None:
   """final_metrics.json with what comparing runs needs, and the final EMA weights' per-example
   top-1 on the evaluation split (single-process runs: examples are spread over hosts)."""
   split = eval_source.identity() if jax.process_count() == 1 else {
       "dataset": eval_source.name, "split": eval_source.split,
       "holdout_fraction": eval_source.holdout_fraction,
       "examples": eval_source.total_examples, "ids_sha256": None}
-  if jax.process_count() == 1:
-    hits = jax_eval.example_hits(jax_eval.make_prediction_step(module, mesh), ema_variables,
-                                 pipeline.eval_batches(config, eval_source), mesh)
-    runs.save_eval_examples(workdir, split, eval_source.example_ids(), hits)
+  if correct is not None:
+    runs.save_eval_examples(workdir, split, eval_source.example_ids(), correct)
   if jax.process_index() == 0:
     from effnetlite.utils.provenance import provenance
     runs.save_final_metrics(workdir, {

@@ -47,6 +47,7 @@ def test_seeds_average_and_the_table_counts_the_network(tmp_path):
   # Two seeds: mean 0.92, sample std 0.0283, by hand.
   assert "| lite0 (w1 d1 r64) | 2 | 0.9200 ± 0.0283 |" in text
   assert "evaluated on effnetlite_digits/holdout (143 images, 10% held out of train" in text
+  assert "\ncode: c0ffee" in text
   assert compare.plot([a, b, wide])[:8] == b"\x89PNG\r\n\x1a\n"
 
 

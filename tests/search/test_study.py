@@ -441,7 +441,7 @@ def test_proxy_check_retrains_the_top_k_and_reports_kendall_tau(tmp_path):
     trained.append((derived.model.name, derived.num_epochs, derived.seed, run_dir))
     score = {"a1.400_b1.100_g1.100": 0.95, "a1.400_b1.000_g1.200": 0.91,
              "a1.200_b1.100_g1.200": 0.93}[os.path.basename(os.path.dirname(run_dir))]
-    return {"ema_eval_top1": score}
+    return {"ema_eval_top1": score, "ema_eval_count": IMAGES}
   result = proxy_check.run_proxy_check(config, _read(config, tmp_path), str(tmp_path), longer)
   assert [t[1:3] for t in trained] == [(50.0, 0)] * 3
   assert [os.path.relpath(t[3], tmp_path) for t in trained] == [
@@ -451,3 +451,4 @@ def test_proxy_check_retrains_the_top_k_and_reports_kendall_tau(tmp_path):
   markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
   assert "Kendall tau = 0.33 (p = " in markdown and "3 candidates): the proxy ranks partly" in markdown
   assert "| a1.2_b1.1_g1.2 | 0.8200 | 0.9300 |" in markdown
+  assert "the longer schedule's scores span 4 of 100 images\n" in markdown
