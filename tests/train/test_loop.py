@@ -70,6 +70,7 @@ def test_one_step_on_mock_imagenet(tmp_path):
     assert metrics[f"{prefix}eval_loss"] == pytest.approx(np.mean(losses), rel=1e-4)
 
 
+@pytest.mark.slow  # for the 15-minute default run: the README's family chain checks the record
 def test_a_run_records_what_comparing_it_needs(digits_dir, tmp_path):
   """final_metrics.json names the evaluation split (with a hash of its example ids), the
   seed and the versions; eval_examples.json holds each held-out image's EMA top-1, which
