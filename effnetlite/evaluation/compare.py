@@ -126,6 +126,13 @@ def _mean_std(values: list[float]) -> str:
   return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def _label(path: str, summaries: Sequence[RunSummary]) -> str:
+  """A run's path below the runs' common folder (seed0, seed1 of two candidates differ)."""
+  if len(summaries) == 1:
+    return os.path.basename(path)
+  return os.path.relpath(path, os.path.commonpath([s.path for s in summaries]))
+
+
 def table(summaries: Sequence[RunSummary]) -> str:
   """Markdown: a row per run, then a row per group of seeds (mean ± std)."""
   split = split_label(summaries[0].split)
@@ -133,7 +140,7 @@ def table(summaries: Sequence[RunSummary]) -> str:
            "EMA top-1 | EMA top-5 | int8 top-1 | latency ms |", "|" + "---|" * 14]
   for s in summaries:
     lines.append(
-        f"| {os.path.basename(s.path)} | {s.name} | {s.width:g} | {s.depth:g} | {s.resolution} | "
+        f"| {_label(s.path, summaries)} | {s.name} | {s.width:g} | {s.depth:g} | {s.resolution} | "
         f"{s.params:,} | {s.macs / 1e6:.1f}M | {s.steps} | "
         f"{'-' if s.train_seconds is None else f'{s.train_seconds:.0f}'} | "
         f"{'-' if s.seed is None else s.seed} | {s.top1:.4f} | {s.top5:.4f} | "
