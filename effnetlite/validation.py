@@ -252,7 +252,7 @@ def validate_config(config: ml_collections.ConfigDict, search: bool = False,
         holder, default = ((config[section], defaults[section]) if section
                            else (config, defaults))
         holder[key] = default[key]
-  flat = flatten(config)
+    flat = flatten(config)
   schema = {**SCHEMA, **(SEARCH_SCHEMA if search or "search" in config else {})}
   unknown = sorted(set(flat) - set(schema))
   if unknown:

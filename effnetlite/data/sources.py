@@ -39,8 +39,8 @@ class Source:
   num_classes: int
   make_dataset: Any          # (shuffle_seed: int | None) -> tf.data.Dataset
   class_names: tuple[str, ...] = ()
-  # The ids of this process's examples in unshuffled `dataset()` order (tfds ids, or
-  # image paths relative to the folder); None where they cannot be listed cheaply.
+  # The ids of the split's examples in unshuffled `dataset()` order (tfds ids, or image
+  # paths relative to the folder); None in a multi-process job, where a process reads a share.
   list_ids: Callable[[], list[str]] | None = None
   holdout_fraction: float = 0.0  # > 0: a part of (or all but) a held-out split
 
@@ -50,9 +50,10 @@ class Source:
   def example_ids(self) -> list[str] | None:
     return self.list_ids() if self.list_ids is not None else None
 
-  def identity(self) -> dict[str, Any]:
-    """What makes two evaluations comparable: the split, its carving and its examples."""
-    ids = self.example_ids()
+  def identity(self, ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """What makes two evaluations comparable: the split, its carving and its examples
+    (`ids`: `example_ids()` when the caller has listed them already)."""
+    ids = self.example_ids() if ids is None else ids
     return {"dataset": self.name, "split": self.split, "holdout_fraction": self.holdout_fraction,
             "examples": self.total_examples,
             "ids_sha256": ids_digest(ids) if ids is not None else None}
@@ -248,7 +249,7 @@ def tfds_holdout_source(dataset_config: ml_collections.ConfigDict, name: str, he
   split = HOLDOUT_SPLIT if held_out else train_split
   if not chosen:
     raise DataError(_empty(split, name))
-  mine = chosen[process_index::process_count]
+  mine = chosen[process_index::process_count]  # what ds.shard gives this process
 
   def dataset(shuffle_seed=None):
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
@@ -259,7 +260,8 @@ def tfds_holdout_source(dataset_config: ml_collections.ConfigDict, name: str, he
       ds = ds.shard(process_count, process_index)
     return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
   return Source(name, split, len(mine), len(chosen), whole.num_classes, dataset,
-                whole.class_names, list_ids=lambda: list(mine), holdout_fraction=fraction)
+                whole.class_names, list_ids=(lambda: list(chosen)) if process_count == 1 else None,
+                holdout_fraction=fraction)
 
 
 def _readable(path: str) -> bool:
@@ -323,7 +325,6 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
       raise DataError(_empty(split, "folder"))
   total = len(files)
   files, labels = files[process_index::process_count], labels[process_index::process_count]
-  ids = ids[process_index::process_count]
 
   def dataset(shuffle_seed=None):
     ds = tf.data.Dataset.from_tensor_slices((files, labels))
@@ -332,4 +333,5 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
     return ds.map(lambda f, y: {"image": tf.io.read_file(f), "label": tf.cast(y, tf.int64)},
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return Source("folder", split, len(files), total, len(classes), dataset, tuple(classes),
-                list_ids=lambda: list(ids), holdout_fraction=fraction)
+                list_ids=(lambda: list(ids)) if process_count == 1 else None,
+                holdout_fraction=fraction)

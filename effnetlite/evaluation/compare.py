@@ -48,7 +48,10 @@ class RunSummary:
 def _outputs(run: str) -> tuple[float | None, float | None]:
   """(int8 TFLite top-1 from an eval.py output, batch-1 latency from an export report)."""
   int8 = latency = None
+  own = {runs.CONFIG_FILE, runs.FINAL_METRICS_FILE, runs.EVAL_EXAMPLES_FILE}
   for path in sorted(glob.glob(os.path.join(run, "*.json"))):
+    if os.path.basename(path) in own:
+      continue
     try:
       with open(path, encoding="utf-8") as handle:
         data = json.load(handle)

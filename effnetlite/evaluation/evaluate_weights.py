@@ -40,8 +40,9 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True,
     model = TFLiteModel(weights)
     model.check_matches(config.model.resolution, config.dataset.num_classes)
     source = sources.make_source(config.dataset, split)
-    metrics = evaluate_tflite(model, config, source,
-                              progress=_progress(source.num_examples, "eval tflite") if progress else None)
+    metrics = evaluate_tflite(
+        model, config, source,
+        progress=_progress(source.num_examples, "eval tflite") if progress else None)
   else:
     from effnetlite.evaluation import jax_eval
     from effnetlite.weights import checkpoints, factory, loading
@@ -59,7 +60,8 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True,
     evaluator = jax_eval.make_evaluator(module, config.dataset.num_classes, mesh)
     metrics = jax_eval.evaluate(evaluator, variables, pipeline.eval_batches(config, source),
                                 mesh, pipeline.eval_steps(source, config.eval_batch_size),
-                                progress=_progress(source.total_examples, "eval") if progress else None)
+                                progress=(_progress(source.total_examples, "eval") if progress
+                                          else None))
   if not weights.endswith(".tflite"):  # a QAT config evaluates its int8 twin
     described["simulated_int8"] = quant.qat_enabled(config)
   return {**metrics, "weights": weights, **described,

@@ -125,31 +125,26 @@ def realised_ratio(config: ml_collections.ConfigDict, alpha: float, beta: float,
                            IMAGENET_CLASSES) / base
 
 
-def realised_family(config: ml_collections.ConfigDict, alpha: float, beta: float,
-                    gamma: float) -> tuple[float, ...]:
-  """`realised_ratio` at phi = 1..search.family_phis and search.target_resolution."""
-  return tuple(realised_ratio(config, alpha, beta, gamma, phi, config.search.target_resolution)
-               for phi in range(1, config.search.family_phis + 1))
-
-
-def _family_networks(config: ml_collections.ConfigDict, alpha: float, beta: float,
-                     gamma: float) -> tuple:
-  """What the family builds, phi by phi: grid points with equal networks are one candidate."""
-  networks = []
+def _family(config: ml_collections.ConfigDict, alpha: float, beta: float, gamma: float
+            ) -> tuple[tuple, tuple[float, ...]]:
+  """What the family builds at phi = 1..search.family_phis from search.target_resolution
+  (grid points with equal networks are one candidate), and `realised_ratio` of each."""
+  resolution = config.search.target_resolution
+  networks, ratios = [], []
   for phi in range(1, config.search.family_phis + 1):
-    model = _scaled(config, alpha, beta, gamma, phi, config.search.target_resolution).model
-    networks.append((tuple(architecture.stage_plan(model.width, model.depth)),
-                     model.resolution))
-  return tuple(networks)
+    model = _scaled(config, alpha, beta, gamma, phi, resolution).model
+    networks.append((tuple(architecture.stage_plan(model.width, model.depth)), model.resolution))
+    ratios.append(round(realised_ratio(config, alpha, beta, gamma, phi, resolution), 6))
+  return tuple(networks), tuple(ratios)
 
 
-def make_candidate(config: ml_collections.ConfigDict, alpha: float, beta: float,
-                   gamma: float) -> Candidate:
+def make_candidate(config: ml_collections.ConfigDict, alpha: float, beta: float, gamma: float,
+                   family: tuple[float, ...]) -> Candidate:
   model = config.model
   proxy = _scaled(config, alpha, beta, gamma, config.search.phi, model.resolution)
   return Candidate(
       alpha=alpha, beta=beta, gamma=gamma, product=round(alpha * beta ** 2 * gamma ** 2, 6),
-      family=tuple(round(r, 6) for r in realised_family(config, alpha, beta, gamma)),
+      family=family,
       target_resolution=config.search.target_resolution,
       width=proxy.model.width, depth=proxy.model.depth, resolution=proxy.model.resolution,
       params=costs.config_params(proxy), macs=costs.config_macs(proxy))
@@ -164,12 +159,12 @@ def build_grid(config: ml_collections.ConfigDict) -> Grid:
             if abs(p[0] * p[1] ** 2 * p[2] ** 2 - COST_PER_PHI) <= search.tolerance * COST_PER_PHI]
   kept, same_family, departed, seen = [], [], [], {}
   for alpha, beta, gamma in lawful:
-    candidate = make_candidate(config, alpha, beta, gamma)
-    family = _family_networks(config, alpha, beta, gamma)
-    if family in seen:
-      same_family.append((candidate, seen[family]))
+    networks, ratios = _family(config, alpha, beta, gamma)
+    candidate = make_candidate(config, alpha, beta, gamma, ratios)
+    if networks in seen:
+      same_family.append((candidate, seen[networks]))
       continue
-    seen[family] = candidate
+    seen[networks] = candidate
     bound = search.max_family_departure
     if bound > 0 and max(abs(d) for d in candidate.departures()) > bound:
       departed.append(candidate)

@@ -32,7 +32,7 @@ def run_proxy_check(config: ml_collections.ConfigDict, study: Any, workdir: str,
   if train is None:
     from effnetlite.train.loop import train_and_evaluate as train
   k = config.search.proxy_check_top_k
-  ranked = [s for s in report.candidate_summaries(study) if s["mean"] is not None]
+  ranked = [s for s in report.snapshot(study).summaries if s["mean"] is not None]
   if len(ranked) < 2:
     raise UserError(f"--proxy_check needs at least 2 candidates with a complete trial; the study "
                     f"has {len(ranked)}: run the search to the end first")

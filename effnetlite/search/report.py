@@ -13,6 +13,7 @@ listed; table, front and plot name where the latencies come from.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
@@ -58,37 +59,55 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def candidate_summaries(study: Any) -> list[dict[str, Any]]:
-  """One dict per candidate, ranked by mean EMA top-1 over its complete seeds (candidates
-  without a complete seed last, in queue order)."""
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One dict per candidate of `candidate_rows`, ranked by mean EMA top-1 over its complete
+  seeds (candidates without a complete seed last, in queue order)."""
   by_key: dict[str, list[dict[str, Any]]] = {}
-  for row in sorted(candidate_rows(study), key=lambda r: r["trial"]):
+  for row in sorted(rows, key=lambda r: r["trial"]):
     by_key.setdefault(row["candidate"], []).append(row)
   summaries = []
-  for order, (key, rows) in enumerate(by_key.items()):
-    done = {r["seed_index"]: r for r in rows if r["state"] == "COMPLETE"}
+  for order, trials in enumerate(by_key.values()):
+    done = {r["seed_index"]: r for r in trials if r["state"] == "COMPLETE"}
     mean, std = _mean_std([r["ema_top1"] for r in done.values()])
     test_mean, test_std = _mean_std([r["test_top1"] for r in done.values() if "test_top1" in r])
     states: dict[str, int] = {}
-    for r in rows:
+    for r in trials:
       states[r["state"].lower()] = states.get(r["state"].lower(), 0) + 1
-    summaries.append({**rows[0], "name": _short(rows[0]), "order": order, "trials": rows,
-                      "complete": done, "mean": mean, "std": std, "test_mean": test_mean,
-                      "test_std": test_std, "states": states,
-                      "train_seconds": sum(r.get("train_seconds") or 0.0 for r in rows)})
+    summaries.append({**trials[0], "name": _short(trials[0]), "order": order, "complete": done,
+                      "mean": mean, "std": std, "test_mean": test_mean, "test_std": test_std,
+                      "states": states,
+                      "train_seconds": sum(r.get("train_seconds") or 0.0 for r in trials)})
   return sorted(summaries, key=lambda s: (s["mean"] is None, -(s["mean"] or 0.0), s["order"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+  """The study read once: its trials, its candidates ranked, and the best."""
+  rows: list[dict[str, Any]]
+  summaries: list[dict[str, Any]]
+  best: list[dict[str, Any]]    # the best candidate, or the Pareto front's trials
+  objectives: int
+
+
+def snapshot(study: Any) -> Snapshot:
+  rows = candidate_rows(study)
+  summaries = summarise(rows)
+  objectives = len(study.directions)
+  if objectives == 1:
+    best = [s for s in summaries if s["mean"] is not None][:1]
+  elif any(r["state"] == "COMPLETE" for r in rows):  # feasible trials only
+    numbers = {trial.number for trial in study.best_trials}
+    best = sorted((r for r in rows if r["trial"] in numbers),
+                  key=lambda r: r.get("latency_ms", r["macs"]))
+  else:
+    best = []
+  return Snapshot(rows, summaries, best, objectives)
 
 
 def best_rows(study: Any) -> list[dict[str, Any]]:
   """The best candidate (summary) for one objective, or the trials of the Pareto front
   (feasible trials) for two."""
-  if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
-    return []
-  if len(study.directions) == 1:
-    return candidate_summaries(study)[:1]
-  numbers = {trial.number for trial in study.best_trials}
-  front = [row for row in candidate_rows(study) if row["trial"] in numbers]
-  return sorted(front, key=lambda r: r.get("latency_ms", r["macs"]))
+  return snapshot(study).best
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -173,8 +192,11 @@ def _split_line(summaries: list[dict[str, Any]]) -> str | None:
 
 
 def markdown(study: Any, workdir: str | None = None) -> str:
-  summaries = candidate_summaries(study)
-  rows = candidate_rows(study)
+  return _markdown(snapshot(study), workdir)
+
+
+def _markdown(results: Snapshot, workdir: str | None) -> str:
+  summaries, rows = results.summaries, results.rows
   source = latency_source(rows)
   phis = max((len(s.get("family") or ()) for s in summaries), default=0)
   target = next((s.get("target_resolution") for s in summaries), None)
@@ -198,8 +220,8 @@ def markdown(study: Any, workdir: str | None = None) -> str:
   split_line = _split_line(summaries)
   if split_line:
     lines.append(f"\n{split_line}.")
-  best = best_rows(study)
-  if len(study.directions) == 1 and best:
+  best = results.best
+  if results.objectives == 1 and best:
     b = best[0]
     seeds = len(b["complete"])
     lines.append(f"\nbest: alpha={b['alpha']}, beta={b['beta']}, gamma={b['gamma']} "
@@ -246,10 +268,11 @@ def _images(summary: dict[str, Any]) -> int:
 def write_report(study: Any, workdir: str) -> tuple[str, list[dict[str, Any]]]:
   """results.md and pareto.png in the workdir; returns (markdown, best rows)."""
   os.makedirs(workdir, exist_ok=True)
-  text = markdown(study, workdir)
+  results = snapshot(study)
+  text = _markdown(results, workdir)
   files.write_atomically(os.path.join(workdir, "results.md"), text)
-  files.write_atomically(os.path.join(workdir, "pareto.png"), _plot(study))
-  return text, best_rows(study)
+  files.write_atomically(os.path.join(workdir, "pareto.png"), _plot(results))
+  return text, results.best
 
 
 def _cost_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -263,18 +286,17 @@ def _cost_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return front
 
 
-def _plot(study: Any) -> bytes:
+def _plot(results: Snapshot) -> bytes:
   figure, axes = plots.new_axes()
-  if len(study.directions) > 1:
-    rows = [r for r in candidate_rows(study) if r.get("ema_top1") is not None
-            and "latency_ms" in r]
+  if results.objectives > 1:
+    rows = [r for r in results.rows if r.get("ema_top1") is not None and "latency_ms" in r]
     axes.scatter([r["latency_ms"] for r in rows], [r["ema_top1"] for r in rows], label="trials")
-    front = best_rows(study)
+    front = results.best
     axes.plot([r["latency_ms"] for r in front], [r["ema_top1"] for r in front], "r-o",
               label="Pareto front")
     axes.set_xlabel(f"latency, batch 1 ({latency_source(rows) or 'ms'})")
   else:
-    ranked = [s for s in candidate_summaries(study) if s["mean"] is not None]
+    ranked = [s for s in results.summaries if s["mean"] is not None]
     points = [{**s, "ema_top1": s["mean"], "state": "COMPLETE"} for s in ranked]
     axes.errorbar([s["macs"] / 1e6 for s in ranked], [s["mean"] for s in ranked],
                   yerr=[s["std"] or 0.0 for s in ranked], fmt="o", capsize=3,

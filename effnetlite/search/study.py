@@ -319,11 +319,10 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     trial.set_user_attr("top1", metrics["eval_top1"])  # also when resumed from a finished run
     trial.set_user_attr("ema_top1", metrics["ema_eval_top1"])
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
-    examples = runs.read_eval_examples(run_dir)
-    if examples is not None:  # the per-image record lives in the run; the trial points at it
-      trial.set_user_attr("eval_examples", os.path.relpath(
-          os.path.join(run_dir, runs.EVAL_EXAMPLES_FILE), workdir))
-      trial.set_user_attr("eval_split", examples["split"])
+    examples = os.path.join(run_dir, runs.EVAL_EXAMPLES_FILE)
+    if os.path.isfile(examples):  # the per-image record lives in the run; the trial points at it
+      trial.set_user_attr("eval_examples", os.path.relpath(examples, workdir))
+      trial.set_user_attr("eval_split", (runs.read_final_metrics(run_dir) or {}).get("eval_split"))
     print(f"candidate {candidate.short_name}, seed {seed + 1}/{config.search.seeds}: EMA top-1 "
           f"{metrics['ema_eval_top1']:.4f} on {derived.dataset.eval_split!r} after "
           f"{time.time() - start:.0f} s", flush=True)

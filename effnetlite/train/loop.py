@@ -301,12 +301,10 @@ def _record_final(config: ml_collections.ConfigDict, workdir: str, step: int, la
                   session_seconds: float) -> None:
   """final_metrics.json with what comparing runs needs, and the final EMA weights' per-example
   top-1 on the evaluation split (single-process runs: examples are spread over hosts)."""
-  split = eval_source.identity() if jax.process_count() == 1 else {
-      "dataset": eval_source.name, "split": eval_source.split,
-      "holdout_fraction": eval_source.holdout_fraction,
-      "examples": eval_source.total_examples, "ids_sha256": None}
+  ids = eval_source.example_ids()  # listed once: a tfds split's ids are a pass over its records
+  split = eval_source.identity(ids)
   if correct is not None:
-    runs.save_eval_examples(workdir, split, eval_source.example_ids(), correct)
+    runs.save_eval_examples(workdir, split, ids, correct)
   if jax.process_index() == 0:
     from effnetlite.utils.provenance import provenance
     runs.save_final_metrics(workdir, {

@@ -48,7 +48,8 @@ def accuracy_of(config) -> float:
 def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
   """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step;
   `on_eval` after every evaluation but the last, whose metrics are returned. Like the real
-  loop it records per-image correctness: the first accuracy * IMAGES images are right."""
+  loop it records final metrics with the split's identity and per-image correctness: the
+  first accuracy * IMAGES images are right."""
   os.makedirs(workdir, exist_ok=True)
   checkpoint = os.path.join(workdir, "step")
   step = int(open(checkpoint).read()) if os.path.exists(checkpoint) else 0
@@ -64,10 +65,13 @@ def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
     if step % EVAL_EVERY == 0 and step < STEPS and on_eval is not None:  # the last: returned
       on_eval(step, {"eval_top1": target * step / STEPS, "ema_eval_top1": target * step / STEPS})
   right = int(round(target * IMAGES))
-  runs.save_eval_examples(workdir, {"dataset": "fake", "split": "holdout", "holdout_fraction": 0.1,
-                                    "examples": IMAGES, "ids_sha256": "f"},
-                          [f"img{i}" for i in range(IMAGES)], [i < right for i in range(IMAGES)])
-  return {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
+  split = {"dataset": "fake", "split": "holdout", "holdout_fraction": 0.1, "examples": IMAGES,
+           "ids_sha256": "f"}
+  runs.save_eval_examples(workdir, split, [f"img{i}" for i in range(IMAGES)],
+                          [i < right for i in range(IMAGES)])
+  metrics = {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
+  runs.save_final_metrics(workdir, {"step": step, **metrics, "eval_split": split})
+  return metrics
 
 
 def fake_test(config, run_dir, split):
