@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?= -n 2 --dist worksteal -q --durations=10
 
-.PHONY: setup toolchains test test-slow demo clean
+.PHONY: setup toolchains test test-slow test-slurm demo clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,13 @@ test: setup toolchains
 
 test-slow: setup toolchains
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The tests that submit jobs to a real SLURM cluster; start one first (as root, once):
+# `bash .ci/slurm_cluster.sh`. One test at a time: the cluster has two CPUs, and a test's
+# time limits should not include waiting for another test's job. EFFNETLITE_REQUIRE_SLURM=1:
+# a missing cluster fails here instead of skipping.
+test-slurm: setup
+	EFFNETLITE_REQUIRE_SLURM=1 $(BIN)/python -m pytest -m slurm -q --durations=10
 
 # The main job end to end on the offline demo task: train, evaluate (JAX and int8 TFLite),
 # export, predict; after training, the run directory carries the config. Rerunning resumes

@@ -73,7 +73,7 @@ def child_environment(framework: str) -> dict[str, str]:
   """A measuring process's environment: ours re-executes under its own tunables
   (configure_process), PyTorch runs under its best, a plain loop under glibc's defaults."""
   env = dict(os.environ)
-  env.pop("GLIBC_TUNABLES", None)  # this process's own, from configure_process
+  env.pop("GLIBC_TUNABLES", None)  # a user's own: each side gets exactly the tunables it names
   if framework == "theirs":
     env["GLIBC_TUNABLES"] = allocator.HEAP_ON_HUGE_PAGES
   elif framework == "plain":  # cli.run's configure_process leaves malloc as glibc starts it

@@ -43,7 +43,7 @@ from absl import flags
 
 from effnetlite import config as config_lib
 from effnetlite.data.preprocessing import normalize
-from effnetlite.nn import costs
+from effnetlite.nn import backend, costs
 from effnetlite.utils import allocator, cli
 from effnetlite.utils.files import write_atomically
 
@@ -309,6 +309,8 @@ def main(argv) -> None:
              "theirs_tunables": allocator.HEAP_ON_HUGE_PAGES}
   result = {"variant": _VARIANT.value, "batch": batch, "resolution": resolution,
             "rounds": _ROUNDS.value, "repeats": _REPEATS.value, "machine": machine,
+            # the formulations `ours` ran, as a training run records them
+            "formulations": backend.resolve_backend(config).as_dict(),
             "rows": rows, "peak_training_memory_gb": memory, "processes": runs}
   table = markdown_table(result)
   print(table)

@@ -26,7 +26,10 @@ def get_config():
   config.optimizer.warmup_epochs = 1
   config.ema_decay = 0.95
   config.eval_every_steps = 0        # every epoch: the pruner's intermediate values
+  # A candidate retried after its worker died resumes from at most a minute ago (the steps
+  # of a proxy run are short: time, not a step count, bounds what a retry repeats).
   config.checkpoint_every_steps = 100_000
+  config.checkpoint_every_minutes = 1.0
   # Candidates are ranked on 10% of each class of the training split, held out (by a hash
   # of each example's id) and never trained on; the test split is reported after ranking.
   config.dataset.holdout_fraction = 0.1

@@ -138,8 +138,10 @@ def base_config(name: str = "lite0", width: float = 1.0, depth: float = 1.0,
   config.log_every_steps = 100
   config.eval_every_steps = 0           # 0: at the end of every epoch
   config.checkpoint_every_steps = 1000
+  config.checkpoint_every_minutes = 0.0  # 0: by steps only; else also at least this often
   config.keep_checkpoints = 3
   config.init_from = ""                 # "" | pretrained | PATH
+  config.accept_changes_on_resume = False  # resume despite keys it cannot honour (recorded)
   config.steps_per_epoch = -1           # -1: split size / batch size
   config.max_steps = -1                 # -1: num_epochs * steps_per_epoch
 

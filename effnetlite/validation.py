@@ -144,8 +144,10 @@ SCHEMA: dict[str, Rule] = {
     "log_every_steps": positive("int"),
     "eval_every_steps": number("int", low=0),
     "checkpoint_every_steps": positive("int"),
+    "checkpoint_every_minutes": number(low=0),
     "keep_checkpoints": positive("int"),
     "init_from": PATH,
+    "accept_changes_on_resume": FLAG,
     "steps_per_epoch": number("int", low=1, or_minus_one=True),
     "max_steps": number("int", low=1, or_minus_one=True),
     "quantization.qat": FLAG,
@@ -155,7 +157,8 @@ SCHEMA: dict[str, Rule] = {
 # Keys and sections a config saved before they existed may lack: filled with the base
 # config's values, so older runs' config.json files still load (nothing else is defaulted).
 # Sections and keys that configs saved by older versions lack: they get the base's default.
-ADDED_LATER = ("rematerialize", "quantization", "dataset.holdout_fraction")
+ADDED_LATER = ("rematerialize", "quantization", "dataset.holdout_fraction",
+               "checkpoint_every_minutes", "accept_changes_on_resume")
 
 # The compound-scaling search (configs/search_*.py); required by scripts/grid_search.py.
 SEARCH_SCHEMA: dict[str, Rule] = {
@@ -332,6 +335,12 @@ def check_weights(weights: str, what: str = "--weights", tflite: bool = False) -
   if path.endswith(".tflite") and not tflite:
     raise UserError(f"{what}={weights} is a TFLite file; this command needs JAX weights "
                     "(a training run directory, a .pth/.safetensors file or 'pretrained')")
+  if os.path.isdir(path):
+    from effnetlite import runs  # runs reads configs through this module
+    try:
+      runs.run_weights(path)
+    except UserError as error:
+      raise UserError(f"{what}={weights}: {error}") from None
   return path
 
 
@@ -405,6 +414,10 @@ DESCRIPTIONS: dict[str, str] = {
     "log_every_steps": "steps between logged training metrics",
     "eval_every_steps": "steps between evaluations (0: every epoch)",
     "checkpoint_every_steps": "steps between checkpoints",
+    "checkpoint_every_minutes": "also save at least this often in wall-clock minutes (0: off)",
+    "accept_changes_on_resume": "resume although keys changed that the run cannot honour "
+                                "(batch, seed, data, optimizer...); recorded as a "
+                                "non-reproducible continuation",
     "keep_checkpoints": "checkpoints kept in RUN/checkpoints (the best is kept apart)",
     "init_from": "fine-tune from: 'pretrained', a run directory or a weights file",
     "steps_per_epoch": "steps per epoch (-1: split size / batch size)",

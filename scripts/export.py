@@ -12,6 +12,7 @@
 The .tflite file carries the class names (a run's own, or ImageNet's).
 """
 
+import contextlib
 import os
 
 from absl import flags
@@ -75,7 +76,9 @@ def main(argv):
     options.check()
   files.check_writable(_OUTPUT.value.rstrip(os.sep), "--output")
   from effnetlite.export import export_model, verify  # JAX/TF: after the checks
-  report = export_model.export_model(config, options, _OUTPUT.value)
+  into = runs.Run(os.path.dirname(os.path.abspath(_OUTPUT.value.rstrip(os.sep))))
+  with into.lock("export.py") if into.is_run() else contextlib.nullcontext():  # one writer
+    report = export_model.export_model(config, options, _OUTPUT.value)
   if "ops" in report:
     print(verify.format_report(report))
     print(f"report: {_OUTPUT.value}.report.json")

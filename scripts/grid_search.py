@@ -10,10 +10,16 @@ N workers are this command run N times (on any machines, one --storage, one shar
 readable with plain Optuna (`optuna.load_study`) and `optuna-dashboard STORAGE_URL`.
 --proxy_check, once the search is done, retrains its top candidates with a longer
 schedule and reports whether the proxy ranks like it (Kendall's tau).
+
+Ctrl-C stops a worker with one line and exit status 130 (SIGTERM, SIGUSR1: 128 + the
+signal's number, once the candidate's training saved its step): its trial is marked failed
+and its candidate queued again, for another worker or the same command run again.
 """
 
 import os
+import sys
 
+import ml_collections
 from absl import flags
 
 from effnetlite.errors import UserError
@@ -36,7 +42,25 @@ _PROXY_CHECK = flags.DEFINE_bool(
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
-  from effnetlite.search import grid, report, study  # after the checks
+  from effnetlite.search import study  # after the checks
+  url = study.storage_url(_STORAGE.value, _WORKDIR.value)
+  study.check_storage(url)  # its database driver installed: one line now, not a traceback later
+  from effnetlite.train.stop import TrainingStopped
+  try:
+    search(config, url)
+  except (study.WorkerStopped, TrainingStopped) as stopped:  # the latter: --proxy_check's runs
+    import jax                                                # and processes other than 0
+    if jax.process_index() == 0:  # every process stopped at the same step: one line a job
+      print(stopped, file=sys.stderr, flush=True)
+    sys.exit(stopped.exit_code)
+  except KeyboardInterrupt:  # before or after the worker: nothing of the study's to put right
+    print("stopped by Ctrl-C; rerun the same command to continue", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def search(config: ml_collections.ConfigDict, url: str) -> None:
+  """A worker of the search, then the report (or only the report, or the proxy check)."""
+  from effnetlite.search import grid, report, study
   if not (_REPORT_ONLY.value or _PROXY_CHECK.value):
     study.check_latency_target(config)  # Vela installed, if it gives the latencies
   from effnetlite.train import loop
@@ -50,7 +74,6 @@ def main(argv):
   loop.initialize_distributed()
   import jax
   leader = jax.process_index() == 0
-  url = study.storage_url(_STORAGE.value, _WORKDIR.value)
   name = _STUDY.value or study.default_study_name(config)
   reading = _REPORT_ONLY.value or _PROXY_CHECK.value  # an existing study, not a new search
   if _PROXY_CHECK.value and jax.process_count() > 1:

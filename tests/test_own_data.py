@@ -3,7 +3,8 @@
 A 3-class folder of real photos -> train.py -> eval.py, export.py, predict.py with only
 --weights=RUN and tflite_predict.py with only the .tflite: each names the folder's
 classes. Then the run as a Python object (create_model(pretrained=RUN)), re-running the
-finished training, resuming with a changed learning rate, and a changed architecture.
+finished training, resuming with a changed learning rate (refused, then accepted), and a
+changed architecture.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def check_create_model_from_the_run_has_the_trained_head(project):
   from effnetlite.errors import UserError
   run = os.path.join(project, "runs/ft")
   module, variables = effnetlite.create_model(pretrained=run)
-  stored = ocp.StandardCheckpointer().restore(os.path.join(run, "checkpoints/4/model"))
+  stored = ocp.StandardCheckpointer().restore(os.path.join(run, "checkpoints/4/state"))
   kernel = variables["params"]["classifier"]["kernel"]
   assert module.num_classes == 3 and kernel.shape == (1280, 3)
   np.testing.assert_array_equal(kernel, stored["ema_params"]["classifier"]["kernel"])
@@ -156,15 +157,25 @@ def check_resuming_with_another_learning_rate_lists_the_change(project, cwd):
   import shutil
   shutil.copytree(os.path.join(project, "runs"), os.path.join(cwd, "runs"))
   shutil.copytree(os.path.join(project, "my_images"), os.path.join(cwd, "my_images"))
-  out = _ok(_run(cwd, "train.py", "--config=runs/ft/config.json", "--workdir=runs/ft",
-                 "--config.max_steps=6", "--config.optimizer.base_learning_rate=0.008"))
+  changed = ("--config=runs/ft/config.json", "--workdir=runs/ft", "--config.max_steps=6",
+             "--config.optimizer.base_learning_rate=0.008")
+  refused = _run(cwd, "train.py", *changed)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert refused.stderr.strip().splitlines() == [
+      f"error: resuming {os.path.join(cwd, 'runs/ft')} would change "
+      "config.optimizer.base_learning_rate from 0.004 to 0.008, which its checkpoints cannot "
+      "honour; pass a new --workdir, start a new run from these weights with "
+      f"--config.init_from={os.path.join(cwd, 'runs/ft')}, or continue anyway with "
+      "--config.accept_changes_on_resume=True (recorded as a non-reproducible continuation)"]
+  out = _ok(_run(cwd, "train.py", *changed, "--config.accept_changes_on_resume=True"))
   assert f"resuming from step 4 (checkpoint {os.path.join(cwd, 'runs/ft/checkpoints/4')})" in out
   assert ("config changed since the last session: max_steps 4 -> 6, "
-          "optimizer.base_learning_rate 0.004 -> 0.008") in out
+          "optimizer.base_learning_rate 0.004 -> 0.008 (accepted by "
+          "config.accept_changes_on_resume") in out
   with open(os.path.join(cwd, "runs/ft/config_history.jsonl"), encoding="utf-8") as handle:
     rows = [json.loads(line) for line in handle]
-  assert [(r["step"], r["changed"]) for r in rows] == [
-      (4, {"max_steps": [4, 6], "optimizer.base_learning_rate": [0.004, 0.008]})]
+  assert [(r["step"], r["changed"], r.get("reproducible")) for r in rows] == [
+      (4, {"max_steps": [4, 6], "optimizer.base_learning_rate": [0.004, 0.008]}, False)]
   with open(os.path.join(cwd, "runs/ft/config.json"), encoding="utf-8") as handle:
     assert json.load(handle)["optimizer"]["base_learning_rate"] == 0.008
   with open(os.path.join(cwd, "runs/ft/metrics.jsonl"), encoding="utf-8") as handle:

@@ -14,19 +14,41 @@ from effnetlite.validation import validate_config
 def _run_dir(root, config) -> str:
   run = os.path.join(root, "run")
   os.makedirs(os.path.join(run, "checkpoints", "4"))
+  os.makedirs(os.path.join(run, "checkpoints", "6.orbax-checkpoint-tmp-1733"))  # unfinished
   os.makedirs(os.path.join(run, "best", "2"))
-  runs.save_config(run, config)
+  runs.Run(run).save_config(config)
   return run
 
 
-def test_a_run_is_found_from_itself_and_its_checkpoint_folders(tmp_path):
+def test_weights_are_named_by_exactly_the_documented_forms(tmp_path):
   run = _run_dir(tmp_path, tiny_config())
-  for path in ("", "best", "checkpoints", "checkpoints/4", "best/2"):
-    assert runs.find_run(os.path.join(run, path)) == run
-  assert runs.find_run(str(tmp_path)) is None
+  expected = {"": ("latest", None), "checkpoints": ("latest", None), "best": ("best", None),
+              "checkpoints/4": ("latest", 4), "best/2": ("best", 2)}
+  for path, (kept_as, step) in expected.items():
+    named = runs.run_weights(os.path.join(run, path))
+    assert (named.run.path, named.kept_as, named.step) == (run, kept_as, step)
+  assert runs.run_weights(os.path.join(run, "best")).folder == os.path.join(run, "best")
+  assert runs.run_weights(str(tmp_path)) is None  # not a run: an external checkpoint or file
   os.makedirs(tmp_path / "config_only")
   (tmp_path / "config_only" / "config.json").write_text("{}")
-  assert runs.find_run(str(tmp_path / "config_only")) is None  # no checkpoints: not a run
+  assert runs.run_weights(str(tmp_path / "config_only")) is None  # no checkpoints: not a run
+  os.makedirs(os.path.join(run, "tensorboard"))
+  for inside in ("tensorboard", "checkpoints/4/state"):
+    with pytest.raises(UserError, match=r"lies inside run .* but names no weights; pass one of "
+                                        r"RUN, RUN/checkpoints"):
+      runs.run_weights(os.path.join(run, inside))
+
+
+def test_the_run_answers_what_it_holds(tmp_path):
+  run = runs.Run(_run_dir(tmp_path, tiny_config()))
+  assert run.is_run() and run.has_checkpoints()
+  assert run.saved_steps() == [4] and run.latest_step() == 4  # the unfinished save is no step
+  assert run.saved_steps(best=True) == [2]
+  assert run.final_metrics() is None and run.eval_examples() is None and run.backend() is None
+  run.save_final_metrics({"step": 4, "ema_eval_top1": 0.5})
+  run.save_backend({"platform": "cpu", "depthwise": "shifted"})
+  assert run.final_metrics()["ema_eval_top1"] == 0.5 and run.backend()["platform"] == "cpu"
+  assert not runs.Run(str(tmp_path / "elsewhere")).is_run()
 
 
 def test_the_saved_config_loads_back_equal_and_valid(tmp_path):
@@ -34,7 +56,7 @@ def test_the_saved_config_loads_back_equal_and_valid(tmp_path):
   run = _run_dir(tmp_path, config)
   with open(os.path.join(run, "config.json"), encoding="utf-8") as handle:
     assert json.load(handle)["augment"]["area_range"] == [0.08, 1.0]  # JSON has no tuples
-  loaded = runs.load_config(run)
+  loaded = runs.Run(run).load_config()
   assert loaded.augment.area_range == (0.08, 1.0)
   assert loaded.to_dict() == config.to_dict()
   assert validate_config(loaded).to_dict() == config.to_dict()
@@ -74,18 +96,54 @@ def test_another_architecture_is_refused_and_num_classes_minus_one_taken(tmp_pat
 
 def test_class_names_round_trip_and_history_rows(tmp_path):
   run = _run_dir(tmp_path, tiny_config())
-  runs.save_class_names(run, ["astronaut", "cat", "coffee"])
-  assert runs.read_class_names(run) == ["astronaut", "cat", "coffee"]
+  run = runs.Run(run)
+  run.save_class_names(["astronaut", "cat", "coffee"])
+  assert run.class_names() == ["astronaut", "cat", "coffee"]
   assert runs.format_class_names(["a", "b", "c"], shown=2) == "0 a, 1 b, ... (3 in all)"
-  runs.record_changes(run, 4, [("batch_size", 16, 32)])
-  with open(os.path.join(run, runs.HISTORY_FILE), encoding="utf-8") as handle:
-    row = json.loads(handle.read())
-  assert row["step"] == 4 and row["changed"] == {"batch_size": [16, 32]}
+  run.record_changes(4, [("log_every_steps", 16, 32)])
+  run.record_changes(8, [("batch_size", 16, 32)], reproducible=False)
+  with open(run.file(runs.Run.HISTORY), encoding="utf-8") as handle:
+    rows = [json.loads(line) for line in handle]
+  assert rows[0]["step"] == 4 and rows[0]["changed"] == {"log_every_steps": [16, 32]}
+  assert "reproducible" not in rows[0] and rows[1]["reproducible"] is False
+  assert run.history() == rows
 
 
 def test_a_run_stopped_before_its_first_checkpoint_has_none(tmp_path):
   run = _run_dir(tmp_path, tiny_config())
-  assert runs.has_checkpoints(run)
+  assert runs.Run(run).has_checkpoints()
   os.rmdir(os.path.join(run, "checkpoints", "4"))
   os.rmdir(os.path.join(run, "best", "2"))
-  assert not runs.has_checkpoints(run)  # a new architecture may then use the directory
+  assert not runs.Run(run).has_checkpoints()  # a new architecture may then use the directory
+
+
+def test_one_writer_holds_a_run_and_a_killed_holder_blocks_nothing(tmp_path):
+  import signal
+  import socket
+  import subprocess
+  import sys
+
+  from helpers import PYTHONPATH
+  run = runs.Run(str(tmp_path / "run"))
+  code = ("import sys, time; from effnetlite import runs; lock = runs.Run(sys.argv[1]).lock(); "
+          "lock.acquire(); "
+          "print('held', flush=True); time.sleep(120)")
+  holder = subprocess.Popen([sys.executable, "-c", code, run.path], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=PYTHONPATH))
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(runs.RunLockedError) as refused:
+      run.lock().acquire()
+    assert str(refused.value).startswith(
+        f"workdir {run.path} is being written by another live run (host "
+        f"{socket.gethostname()}, pid {holder.pid}, since ")
+    assert str(refused.value).endswith("or pass another --workdir to train.py")
+    with pytest.raises(runs.RunLockedError, match="pass another --output to export.py$"):
+      run.lock("export.py").acquire()
+    run.save_final_metrics({"step": 1})  # readers and the holder's own writes need no lock
+    assert run.final_metrics() == {"step": 1}
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with run.lock():  # the kernel dropped the dead holder's lock: nothing to clean up
+    assert f'"pid": {os.getpid()}' in open(run.lock_file, encoding="utf-8").read()

@@ -37,8 +37,9 @@ def class_names(pretrained: bool | str = True, num_classes: int | None = None) -
   than 1000 (`num_classes`) fall back to "class_0", "class_1", ...
   """
   if isinstance(pretrained, str) and pretrained not in ("pretrained", "random"):
-    run = runs.find_run(os.path.abspath(os.path.expanduser(pretrained)))
-    names = runs.read_class_names(run) if run else None
+    named = runs.run_weights(os.path.abspath(os.path.expanduser(pretrained)))
+    run = named.run.path if named else None
+    names = named.run.class_names() if named else None
     if names is not None:
       if num_classes is not None and len(names) != num_classes:
         raise UserError(f"run {run} has {len(names)} classes, not {num_classes}; pass the "

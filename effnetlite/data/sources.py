@@ -122,10 +122,23 @@ def _tfds_builder(dataset_config: ml_collections.ConfigDict, name: str):
 
 
 def _prepare(builder, dataset_config: ml_collections.ConfigDict, name: str) -> None:
-  """Builds datasets whose data is local (bundled digits, ImageNet's manual archives)."""
+  """Builds datasets whose data is local (bundled digits, ImageNet's manual archives).
+
+  Once: processes and runs that start together (the tasks of a job, a search's workers)
+  take a file lock beside the data; the first prepares, the others wait and read it.
+  """
+  import filelock
+  lock = os.path.join(_data_dir(dataset_config), f".{builder.name}.prepare.lock")
+  os.makedirs(os.path.dirname(lock), exist_ok=True)
+  with filelock.FileLock(lock):
+    if builder.is_prepared():  # by another process meanwhile: this builder's info is stale
+      builder.info.read_from_directory(builder.data_dir)
+      return
+    _prepare_now(builder, dataset_config, name)
+
+
+def _prepare_now(builder, dataset_config: ml_collections.ConfigDict, name: str) -> None:
   import tensorflow_datasets as tfds
-  if builder.is_prepared():
-    return
   if name == "effnetlite_digits":
     builder.download_and_prepare()
     return
@@ -274,6 +287,24 @@ def _readable(path: str) -> bool:
     return False
 
 
+def _check_classes_trained(class_root: str, split_root: str, classes: list[str]) -> None:
+  """Every class folder of `split_root` that holds images is one of training's `classes`.
+
+  The model has no output for a class that training lacks: its images cannot be
+  scored, and leaving them out would change the split without a word.
+  """
+  def has_images(folder: str) -> bool:
+    return os.path.isdir(folder) and any(f.lower().endswith(IMAGE_EXTENSIONS)
+                                         for f in os.listdir(folder))
+  extra = sorted(d for d in set(os.listdir(split_root)) - set(classes)
+                 if has_images(os.path.join(split_root, d)))
+  if extra:
+    named = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+    raise DataError(f"image folder {split_root} has class folder(s) {named} that the training "
+                    f"folder {class_root} lacks, so the model cannot predict them; add them to "
+                    f"{class_root} and train, or move them out of {split_root}")
+
+
 def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
                   process_index: int = 0, process_count: int = 1,
                   carve: bool = False) -> Source:
@@ -293,6 +324,8 @@ def folder_source(dataset_config: ml_collections.ConfigDict, split: str,
                       f"{root}/<split>/<class>/<image>.jpg (config.dataset.data_dir)")
   classes = sorted(d for d in os.listdir(class_root)
                    if os.path.isdir(os.path.join(class_root, d)))
+  if split_root != class_root:
+    _check_classes_trained(class_root, split_root, classes)
   files, labels = [], []
   for label, name in enumerate(classes):
     directory = os.path.join(split_root, name)

@@ -48,7 +48,7 @@ class RunSummary:
 def _outputs(run: str) -> tuple[float | None, float | None]:
   """(int8 TFLite top-1 from an eval.py output, batch-1 latency from an export report)."""
   int8 = latency = None
-  own = {runs.CONFIG_FILE, runs.FINAL_METRICS_FILE, runs.EVAL_EXAMPLES_FILE}
+  own = set(runs.Run.OWN_FILES)
   for path in sorted(glob.glob(os.path.join(run, "*.json"))):
     if os.path.basename(path) in own:
       continue
@@ -74,24 +74,24 @@ def split_label(split: dict[str, Any]) -> str:
 
 def summarise(path: str) -> RunSummary:
   """One finished run, or one line saying why `path` is not one."""
-  run = runs.find_run(path)
-  if run is None or os.path.abspath(path) != run:
-    raise UserError(f"{path} is not a run directory (RUN/config.json and checkpoints); pass "
-                    "the --workdir of a train.py run")
-  final = runs.read_final_metrics(run)
+  run = runs.Run(path)
+  if not run.is_run():
+    raise UserError(f"{path} is not a run directory (RUN/{runs.Run.CONFIG} and checkpoints); "
+                    "pass the --workdir of a train.py run")
+  final = run.final_metrics()
   if final is None:
-    raise UserError(f"run {path} has not finished ({runs.FINAL_METRICS_FILE} missing); let it "
+    raise UserError(f"run {path} has not finished ({runs.Run.FINAL_METRICS} missing); let it "
                     "finish (rerun its train.py command) or leave it out")
-  config = validate_config(runs.load_config(run))
+  config = validate_config(run.load_config())
   split = final.get("eval_split") or {
       "dataset": config.dataset.name, "split": config.dataset.eval_split,
       "holdout_fraction": config.dataset.holdout_fraction, "examples": final.get("ema_eval_count"),
       "ids_sha256": None}
-  int8, latency = _outputs(run)
+  int8, latency = _outputs(run.path)
   identity = {k: v for k, v in flatten(config.to_dict()).items()
               if k not in ("seed", "model.name")}
   return RunSummary(
-      path=run, name=config.model.name, width=config.model.width, depth=config.model.depth,
+      path=run.path, name=config.model.name, width=config.model.width, depth=config.model.depth,
       resolution=config.model.resolution, params=costs.config_params(config),
       macs=costs.config_macs(config), steps=int(final["step"]),
       train_seconds=(final.get("session") or {}).get("wall_seconds"),

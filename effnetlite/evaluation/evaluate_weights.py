@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from effnetlite import quant
+from effnetlite import quant, runs
 from effnetlite.data import labels, pipeline, sources
 from effnetlite.utils.progress import progress_bar
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
@@ -49,10 +49,10 @@ def evaluate_weights(config: Any, weights: str, split: str, ema: bool = True,
     module, variables = factory.create_model(config)
     if weights not in WEIGHT_KEYWORDS and checkpoints.is_training_checkpoint(weights):
       step, variables = loading.load_checkpoint(weights, config, variables, ema=ema)
+      named = runs.run_weights(weights)
       described["checkpoint"] = step
       described["step"] = int(os.path.basename(step))
-      described["kept_as"] = ("best" if os.path.basename(os.path.dirname(step)) == "best"
-                              else "latest")
+      described["kept_as"] = named.kept_as if named is not None else "latest"
     else:
       variables = loading.load_weights(weights, config, variables, ema=ema)
     source = sources.make_source(config.dataset, split)

@@ -17,13 +17,14 @@ import numpy as np
 from effnetlite.data import preprocessing
 from effnetlite.errors import UserError
 from effnetlite.export.options import NORMALIZED_INPUT, RAW_PIXELS_INPUT
+from effnetlite.nn import backend
 
 
 def inference_function(module: Any, variables: Any, raw_pixels: bool,
                        probabilities: bool) -> Callable[[Any], Any]:
   """images -> logits or probabilities, with the exportable layer implementations."""
   import jax
-  exportable = module.clone(depthwise="conv", pointwise="conv")
+  exportable = module.clone(**backend.EXPORTABLE)
 
   def predict(images):
     inputs = preprocessing.normalize(images) if raw_pixels else images

@@ -20,6 +20,7 @@ import numpy as np
 from effnetlite.errors import UserError
 from effnetlite.export import stablehlo
 from effnetlite.export.options import NORMALIZED_INPUT
+from effnetlite.nn import backend
 from effnetlite.quant import model as qmodel
 
 IO_TYPES = ("int8", "uint8")
@@ -32,7 +33,7 @@ INTEGER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "FULLY_
 def export_function(module: qmodel.QuantizedEfficientNetLite, table: qmodel.QuantTable
                     ) -> Callable[[Any, Any], Any]:
   """(folded variables, normalised images) -> logits, every fake-quant a composite."""
-  exportable = module.clone(table=table, depthwise="conv", pointwise="conv")
+  exportable = module.clone(table=table, **backend.EXPORTABLE)
 
   def predict(variables, images):
     return exportable.apply(variables, images, train=False)

@@ -12,7 +12,9 @@ fastest one without changing checkpoints or exports:
   (figures in benchmarks/README.md).
 - pointwise `conv`: a 1x1 convolution (exports to CONV_2D).
 - pointwise `dot`: one matmul over the flattened pixels.
-- `auto`: `shifted` / `dot` on CPU, `conv` elsewhere.
+
+The layers take a concrete formulation (default `conv`); which one a platform runs is
+decided once, by `effnetlite.nn.backend.resolve_backend`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ from flax import linen as nn
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from effnetlite.config import DEPTHWISE_IMPLS, POINTWISE_IMPLS
-from effnetlite.errors import UserError
 from effnetlite.nn.depthwise import depthwise_shifted, pad_same, tap_windows
 from effnetlite.nn.padding import same_output_size
 
@@ -51,18 +51,6 @@ def dense_kernel_init(num_classes: int) -> nn.initializers.Initializer:
   bound = 1.0 / math.sqrt(num_classes)
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
       key, shape, dtype, -bound, bound)
-
-
-def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str,
-                 platform: str | None = None) -> str:
-  """Maps 'auto' to the implementation that is fastest on `platform` (default: JAX's
-  default backend). A step compiled ahead of time for an accelerator must name its
-  platform: traced on a CPU host, 'auto' would otherwise pick the CPU formulation."""
-  if impl not in choices:
-    raise UserError(f"unknown implementation {impl!r}; choose one of {choices}")
-  if impl != "auto":
-    return impl
-  return cpu_choice if (platform or jax.default_backend()) == "cpu" else "conv"
 
 
 @jax.custom_vjp
@@ -108,7 +96,7 @@ class DepthwiseConv(nn.Module):
   """k x k depthwise convolution, TF 'SAME' padding, no bias."""
   kernel_size: int
   stride: int = 1
-  impl: str = "auto"
+  impl: str = "conv"      # or "shifted"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -117,7 +105,7 @@ class DepthwiseConv(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", conv_kernel_init(k * k), (k, k, 1, channels), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if resolve_impl(self.impl, DEPTHWISE_IMPLS, "shifted") == "shifted":
+    if self.impl == "shifted":
       return checkpoint_name(depthwise_shifted(x, kernel, self.stride), CONV_OUTPUT)
     return checkpoint_name(lax.conv_general_dilated(
         x, kernel, (self.stride, self.stride), "SAME",
@@ -129,7 +117,7 @@ class Conv(nn.Module):
   features: int
   kernel_size: int = 1
   stride: int = 1
-  impl: str = "auto"
+  impl: str = "conv"      # or "dot"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -138,7 +126,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", conv_kernel_init(k * k * self.features),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if resolve_impl(self.impl, POINTWISE_IMPLS, "dot") == "dot":
+    if self.impl == "dot":
       if k == 1 and self.stride == 1:
         return checkpoint_name(pointwise_dot(x, kernel[0, 0]), CONV_OUTPUT)
       return checkpoint_name(patches_dot(x, kernel, self.stride), CONV_OUTPUT)

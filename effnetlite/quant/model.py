@@ -1,9 +1,11 @@
 """The quantised twin of `EfficientNetLite`: the int8 network a QAT run trains and exports.
 
-`QuantizedEfficientNetLite` reads the same variables as the float model - `params` and the
+`QuantizedEfficientNetLite` is the float model's wiring (`LiteArchitecture.network`) with
+int8 layers in its slots. It reads the same variables as the float model - `params` and the
 BN statistics in `batch_stats`, under the same names - plus one entry,
-`batch_stats["quant_ranges"]`, holding each activation's averaged range. It computes
-what the exported full-integer TFLite file computes:
+`batch_stats["quant_ranges"]`, holding each activation's averaged range, by point (a
+layer's place in the network: `stem`, `block_3_expand`, `block_3_add`, `logits`). It
+computes what the exported full-integer TFLite file computes:
 
 - BN folded into the kernels with the frozen (running) statistics:
   w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps); the
@@ -53,6 +55,7 @@ module once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -61,9 +64,10 @@ import numpy as np
 from flax import linen as nn
 from jax import lax
 
-from effnetlite.nn import architecture, layers
+from effnetlite.nn import layers
 from effnetlite.nn.depthwise import depthwise_shifted
-from effnetlite.nn.model import EfficientNetLite, LiteArchitecture, drop_connect
+from effnetlite.nn.model import (Classifier, ConvBNSlot, EfficientNetLite, LiteArchitecture,
+                                 MBConvBlock, Residual, global_average_pool)
 from effnetlite.quant import fake_quant as fq
 from effnetlite.quant import integer
 from effnetlite.quant.integer import QTensor, avg_pool_int8
@@ -162,6 +166,24 @@ class _Context:
     self.values[name] = value
     return QTensor(value, scale, zero_point)
 
+  def quantized_input(self, images: jax.Array) -> QTensor:
+    """The normalised images on the input's fixed int8 grid."""
+    if self.table is not None:
+      return QTensor(fq.fake_quant_composite(images, np.float32([INPUT_SCALE]),
+                                             np.float32([INPUT_ZERO_POINT])),
+                     INPUT_SCALE, INPUT_ZERO_POINT)
+    return QTensor(fq.fake_quant(images.astype(jnp.float32), INPUT_SCALE, INPUT_ZERO_POINT),
+                   INPUT_SCALE, INPUT_ZERO_POINT)
+
+  def pool(self, x: QTensor) -> QTensor:
+    """The full-window average pool at its input's (the head's) scale and zero point:
+    integer (`avg_pool_int8`), or for export AVERAGE_POOL_2D between composites."""
+    if self.table is None:
+      return avg_pool_int8(x)
+    head = self.table["head"]
+    return QTensor(fq.fake_quant_composite(global_average_pool(x.value), head["scale"],
+                                           head["zero_point"]), x.scale, x.zero_point)
+
   def weight(self, name: str, kernel: jax.Array, channel_axis: int, bias: jax.Array,
              input_scale: Any) -> tuple[jax.Array, Any]:
     """(fake-quantised kernel, per-channel scale): symmetric, narrow range, the scale
@@ -177,7 +199,6 @@ class _Context:
     shape = [1] * kernel.ndim
     shape[channel_axis] = -1
     return fq.fake_quant(kernel, scale.reshape(shape), 0.0, narrow_range=True), scale
-
 
 
 class _Kernel(nn.Module):
@@ -216,47 +237,61 @@ class _DenseVariables(nn.Module):
     return kernel, bias
 
 
+def _point(layer: nn.Module) -> str:
+  """The name of an inline layer's int8 output: its place in the network (`stem`,
+  `block_3_expand`, `block_3_add`, `logits`), the key of its range and table entries."""
+  return "_".join((*layer.scope.path, layer.name))
+
+
 def _conv(x: jax.Array, kernel: jax.Array, stride: int, depthwise: bool, depthwise_impl: str,
           pointwise_impl: str) -> jax.Array:
-  """The float model's convolution implementations at full float32 precision (on integer
+  """The float model's convolution formulations at full float32 precision (on integer
   codes in training and evaluation, so the accumulators are exact)."""
   if depthwise:
-    if layers.resolve_impl(depthwise_impl, ("auto", "conv", "shifted"), "shifted") == "shifted":
+    if depthwise_impl == "shifted":
       return depthwise_shifted(x, kernel, stride)  # elementwise products and sums: exact
     return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
                                     dimension_numbers=_DIMENSIONS,
                                     feature_group_count=x.shape[-1],
                                     precision=lax.Precision.HIGHEST)
-  if kernel.shape[0] == 1 and stride == 1 and layers.resolve_impl(
-      pointwise_impl, ("auto", "conv", "dot"), "dot") == "dot":
+  if kernel.shape[0] == 1 and stride == 1 and pointwise_impl == "dot":
     return integer.pointwise_exact(x, kernel[0, 0])
   return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
                                   dimension_numbers=_DIMENSIONS,
                                   precision=lax.Precision.HIGHEST)
 
 
-def _conv_bn(ctx: _Context, x: QTensor, features: int, kernel_size: int = 1, stride: int = 1,
-             depthwise: bool = False, relu: bool = True, *, conv_name: str, bn_name: str,
-             point: str, epsilon: float, depthwise_impl: str, pointwise_impl: str) -> QTensor:
-  """conv -> BN folded into it -> optional ReLU6 -> int8 activation `point`. Called inside
-  a compact method, so its variables sit under that module as the float model's do."""
-  def conv(inputs, kernel_values):
-    return _conv(inputs, kernel_values, stride, depthwise, depthwise_impl, pointwise_impl)
-  if ctx.table is not None:  # export: float ops between composites, the converter's input
-    folded = ctx.folded[point]
-    wq, _ = ctx.weight(point + ".kernel", folded["kernel"], -1, folded["bias"], x.scale)
-    y = conv(x.value, wq) + folded["bias"]
-    return ctx.activation(point, jax.nn.relu6(y) if relu else y)
-  k, cin = kernel_size, x.value.shape[-1]
-  if depthwise:
-    kernel = _Kernel((k, k, 1, cin), k * k, name=conv_name)()
-  else:
-    kernel = _Kernel((k, k, cin, features), k * k * features, name=conv_name)()
-  gamma, beta, mean, var = _BatchNormVariables(kernel.shape[-1], name=bn_name)()
-  factor = gamma * lax.rsqrt(var + epsilon)
-  folded_kernel, folded_bias = kernel * factor, beta - mean * factor
-  wq, w_scale = ctx.weight(point + ".kernel", folded_kernel, -1, folded_bias, x.scale)
-  return _integer_layer(ctx, point, x, wq, w_scale, folded_bias, conv, relu)
+class QuantConvBN(ConvBNSlot):
+  """conv -> BN folded into it -> optional ReLU6 -> int8 activation at its point, over the
+  float layer's variables (`<name>_conv/kernel`, `<name>_bn/...`)."""
+  ctx: _Context = dataclasses.field(kw_only=True)
+  epsilon: float = dataclasses.field(kw_only=True)
+  depthwise_impl: str = dataclasses.field(kw_only=True)
+  pointwise_impl: str = dataclasses.field(kw_only=True)
+
+  @nn.compact
+  def __call__(self, x: QTensor) -> QTensor:
+    ctx, point, relu = self.ctx, _point(self), self.activation
+
+    def conv(inputs, kernel_values):
+      return _conv(inputs, kernel_values, self.stride, self.depthwise, self.depthwise_impl,
+                   self.pointwise_impl)
+    if ctx.table is not None:  # export: float ops between composites, the converter's input
+      folded = ctx.folded[point]
+      wq, _ = ctx.weight(point + ".kernel", folded["kernel"], -1, folded["bias"], x.scale)
+      y = conv(x.value, wq) + folded["bias"]
+      return ctx.activation(point, jax.nn.relu6(y) if relu else y)
+    k, cin = self.kernel_size, x.value.shape[-1]
+    if self.depthwise:
+      kernel = _Kernel((k, k, 1, cin), k * k, name=f"{self.name}_conv")()
+    else:
+      kernel = _Kernel((k, k, cin, self.features), k * k * self.features,
+                       name=f"{self.name}_conv")()
+    gamma, beta, mean, var = _BatchNormVariables(kernel.shape[-1], name=f"{self.name}_bn")()
+    factor = gamma * lax.rsqrt(var + self.epsilon)
+    folded_kernel, folded_bias = kernel * factor, beta - mean * factor
+    wq, w_scale = ctx.weight(point + ".kernel", folded_kernel, -1, folded_bias, x.scale)
+    return _integer_layer(ctx, point, x, wq, w_scale, folded_bias, conv, relu)
 
 
 def _integer_layer(ctx: _Context, point: str, x: QTensor, wq: jax.Array, w_scale: Any,
@@ -278,40 +313,39 @@ def _integer_layer(ctx: _Context, point: str, x: QTensor, wq: jax.Array, w_scale
                          accumulator_scale, relu)
 
 
-class _Block(nn.Module):
-  """MBConvBlock, quantised; parameter names as `effnetlite.nn.model.MBConvBlock`."""
-  spec: architecture.BlockSpec
-  prefix: str
-  epsilon: float
-  depthwise_impl: str
-  pointwise_impl: str
+class QuantResidual(Residual):
+  """The residual ADD in XNNPACK's fixed point, at its point."""
+  ctx: _Context = dataclasses.field(kw_only=True)
 
   @nn.compact
-  def __call__(self, ctx: _Context, inputs: QTensor, train: bool) -> QTensor:
-    spec, p = self.spec, self.prefix
-    common = dict(epsilon=self.epsilon, depthwise_impl=self.depthwise_impl,
-                  pointwise_impl=self.pointwise_impl)
-    x = inputs
-    if spec.expand_ratio != 1:
-      x = _conv_bn(ctx, x, spec.expanded_channels, conv_name="expand_conv",
-                   bn_name="expand_bn", point=f"{p}_expand", **common)
-    x = _conv_bn(ctx, x, spec.expanded_channels, spec.kernel_size, spec.stride,
-                 depthwise=True, conv_name="depthwise_conv", bn_name="depthwise_bn",
-                 point=f"{p}_depthwise", **common)
-    x = _conv_bn(ctx, x, spec.out_channels, relu=False, conv_name="project_conv",
-                 bn_name="project_bn", point=f"{p}_project", **common)
-    if not spec.has_residual:
-      return x
-    branch = x.value
-    if train and spec.drop_connect_rate > 0:
-      branch = drop_connect(branch, spec.drop_connect_rate, self.make_rng("dropout"))
-    return ctx.add(f"{p}_add", x._replace(value=branch), inputs)
+  def __call__(self, branch: QTensor, inputs: QTensor, train: bool = False) -> QTensor:
+    return self.ctx.add(_point(self), branch._replace(value=self.dropped(branch.value, train)),
+                        inputs)
+
+
+class QuantClassifier(Classifier):
+  """Dropout, then the classifier as an int8 fully-connected layer at point `logits`."""
+  ctx: _Context = dataclasses.field(kw_only=True)
+
+  @nn.compact
+  def __call__(self, x: QTensor, train: bool = False) -> QTensor:
+    ctx, point = self.ctx, _point(self)
+    inputs = self.dropped(x.value, train)
+    if ctx.table is not None:
+      kernel, bias = ctx.folded[point]["kernel"], ctx.folded[point]["bias"]
+    else:
+      kernel, bias = _DenseVariables(self.num_classes, inputs.shape[-1], name="classifier")()
+    wq, w_scale = ctx.weight(point + ".kernel", kernel, -1, bias, x.scale)
+    if ctx.table is not None:
+      return ctx.activation(point, inputs @ wq + bias)
+    return _integer_layer(ctx, point, QTensor(inputs, x.scale, x.zero_point), wq, w_scale,
+                          bias, integer.pointwise_exact, relu=False)
 
 
 class QuantizedEfficientNetLite(LiteArchitecture):
   """EfficientNet-Lite as the int8 TFLite file computes it: the float model's architecture
-  fields (`qat_module` copies them), plus `range_decay` and, for export, `table`. Computes
-  in float32; BN statistics are frozen, so there is no momentum."""
+  fields (`qat_module` copies them) and wiring, plus `range_decay` and, for export,
+  `table`. Computes in float32; BN statistics are frozen, so there is no momentum."""
   range_decay: float = 0.99
   table: QuantTable | None = None
 
@@ -326,54 +360,13 @@ class QuantizedEfficientNetLite(LiteArchitecture):
               and self.table is None)
     ctx = _Context(dict(store.value) if store else {}, update, initializing, self.range_decay,
                    self.table, folded)
-    common = dict(epsilon=self.bn_epsilon, depthwise_impl=self.depthwise,
-                  pointwise_impl=self.pointwise)
-    if self.table is not None:
-      x = QTensor(fq.fake_quant_composite(images, np.float32([INPUT_SCALE]),
-                                          np.float32([INPUT_ZERO_POINT])),
-                  INPUT_SCALE, INPUT_ZERO_POINT)
-    else:
-      x = QTensor(fq.fake_quant(images.astype(jnp.float32), INPUT_SCALE, INPUT_ZERO_POINT),
-                  INPUT_SCALE, INPUT_ZERO_POINT)
-    features: dict[str, jax.Array] = {}
-    x = _conv_bn(ctx, x, self.stem_channels, 3, 2, conv_name="stem_conv", bn_name="stem_bn",
-                 point="stem", **common)
-    specs = architecture.block_specs(self.width, self.depth, self.drop_connect_rate,
-                                     stem_channels=self.stem_channels)
-    stride = 2
-    for index, spec in enumerate(specs):
-      if spec.stride > 1:
-        features[f"stride_{stride}"] = x.value
-        stride *= spec.stride
-      x = _Block(spec, f"block_{index}", name=f"block_{index}", **{
-          "epsilon": self.bn_epsilon, "depthwise_impl": self.depthwise,
-          "pointwise_impl": self.pointwise})(ctx, x, train)
-    features[f"stride_{stride}"] = x.value
-    x = _conv_bn(ctx, x, self.head_channels, conv_name="head_conv", bn_name="head_bn",
-                 point="head", **common)
-    features["head"] = x.value
-    if self.table is not None:  # AVERAGE_POOL_2D, its output at the input's parameters
-      pooled = nn.avg_pool(x.value, window_shape=x.value.shape[1:3]).reshape(
-          x.value.shape[0], -1)
-      head = self.table["head"]
-      pooled = QTensor(fq.fake_quant_composite(pooled, head["scale"], head["zero_point"]),
-                       x.scale, x.zero_point)
-    else:
-      pooled = avg_pool_int8(x)
-    features["pooled"] = pooled.value
-    inputs = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled.value)
-    if self.table is not None:
-      kernel, bias = folded["logits"]["kernel"], folded["logits"]["bias"]
-    else:
-      kernel, bias = _DenseVariables(self.num_classes, pooled.value.shape[-1],
-                                     name="classifier")()
-    wq, w_scale = ctx.weight("logits.kernel", kernel, -1, bias, pooled.scale)
-    if self.table is not None:
-      logits = ctx.activation("logits", inputs @ wq + bias).value
-    else:
-      inputs = QTensor(inputs, pooled.scale, pooled.zero_point)
-      logits = _integer_layer(ctx, "logits", inputs, wq, w_scale, bias, integer.pointwise_exact,
-                              relu=False).value
+    conv_bn = functools.partial(QuantConvBN, ctx=ctx, epsilon=self.bn_epsilon,
+                                depthwise_impl=self.depthwise, pointwise_impl=self.pointwise)
+    residual = functools.partial(QuantResidual, ctx=ctx)
+    logits, features = self.network(
+        ctx.quantized_input(images), train, conv_bn=conv_bn,
+        block=functools.partial(MBConvBlock, conv_bn=conv_bn, residual=residual),
+        pool=ctx.pool, classifier=functools.partial(QuantClassifier, ctx=ctx))
     if self.table is None:
       if update or initializing:
         store.value = ctx.new_ranges
@@ -384,8 +377,8 @@ class QuantizedEfficientNetLite(LiteArchitecture):
         for name, value in ctx.values.items():
           self.put_variable(ACTIVATIONS, name, value)
     if return_features:
-      return {**features, "logits": logits}
-    return logits
+      return {**{name: x.value for name, x in features.items()}, "logits": logits.value}
+    return logits.value
 
 
 def qat_module(float_module: EfficientNetLite, range_decay: float = 0.99

@@ -7,8 +7,10 @@ training, is shown in its own column and chooses nothing. The winner is compared
 with every other candidate on the same ranking images (`effnetlite.search.stats`),
 and each comparison says whether the lead is separable from noise. Running,
 pruned and failed trials are shown as such, so the report can be written at any
-moment. For `accuracy_latency` the Pareto front of EMA top-1 against latency is
-listed; table, front and plot name where the latencies come from.
+moment; a trial that did not finish shows no accuracy (its last evaluation is
+progress, not a result). For `accuracy_latency` the Pareto front of EMA top-1
+against latency is listed; table, front and plot name where the latencies come
+from.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def latency_source(rows: list[dict[str, Any]]) -> str | None:
   return " / ".join(latency_label(t) for t in targets) or None
 
 
+# What a trial measured. Kept for complete trials, and for pruned ones (the value they were
+# stopped at); a running or failed trial's are its last evaluation so far, not a result.
+RESULT_ATTRS = ("top1", "ema_top1", "test_split", "test_top1", "test_top5", "test_count",
+                "images_per_sec", "latency_ms")
+FINISHED = ("COMPLETE", "PRUNED")
+
+
 def candidate_rows(study: Any) -> list[dict[str, Any]]:
   """One dict per trial that trained a candidate with a seed, best EMA top-1 first."""
   rows = []
@@ -42,6 +51,8 @@ def candidate_rows(study: Any) -> list[dict[str, Any]]:
     attrs = trial.user_attrs
     if "candidate" not in attrs or "unused" in attrs or "duplicate" in attrs:
       continue
+    if trial.state.name not in FINISHED:
+      attrs = {k: v for k, v in attrs.items() if k not in RESULT_ATTRS}
     # The coefficients come from the attributes set at enqueue time: a trial that failed
     # before Optuna recorded its parameters still has them.
     rows.append({"seed_index": 0, **trial.params, **attrs, "trial": trial.number,
@@ -127,7 +138,7 @@ def _load_correct(row: dict[str, Any], workdir: str | None) -> dict[str, Any] | 
   if workdir is None or not path:
     return None
   from effnetlite import runs
-  return runs.read_eval_examples(os.path.dirname(os.path.join(workdir, path)))
+  return runs.Run(os.path.dirname(os.path.join(workdir, path))).eval_examples()
 
 
 def per_image_correct(summary: dict[str, Any], workdir: str | None
@@ -248,9 +259,12 @@ def _markdown(results: Snapshot, workdir: str | None) -> str:
   lines += ["", "trials:", "| trial | candidate | seed | state | EMA top-1 | test top-1 | "
             "train s | note |", "|" + "---|" * 8]
   for r in sorted(rows, key=lambda r: r["trial"]):
-    note = "retry" if r["retry_of"] is not None else ""
+    notes = [f"retry of trial {r['retry_of']}"] if r["retry_of"] is not None else []
+    if r["state"] == "RUNNING" and r.get("worker"):
+      notes.append(f"on {r['worker']}")
     if r.get("error"):
-      note = (note + "; " if note else "") + r["error"][:80].replace("|", "/")
+      notes.append(r["error"][:80].replace("|", "/"))
+    note = "; ".join(notes)
     lines.append(f"| {r['trial']} | {_short(r)} | {r['seed_index'] + 1} | "
                  f"{r['state'].lower()} | {_number(r.get('ema_top1'))} | "
                  f"{_number(r.get('test_top1'))} | {_number(r.get('train_seconds'), 0)} | "

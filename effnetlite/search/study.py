@@ -12,16 +12,22 @@ Storage is a SQLite file in the workdir by default (one machine, nothing to set
 up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
 the study enqueues every trial once (seed 0 of every candidate first); every
 worker then takes the next waiting trial until none is waiting or running, so N
-workers are the same command run N times, anywhere. Workers send heartbeats: a candidate whose worker
-died (silent for twice `search.heartbeat_seconds`) is failed and re-enqueued by
-the next live worker that looks, and its training resumes from the candidate's
-last checkpoint under the shared workdir. A restarted search re-enqueues
-candidates that failed. In a multi-process JAX job only process 0 talks to the
-study; it broadcasts each candidate and each pruning decision to the others.
+workers are the same command run N times, anywhere. Workers send heartbeats: a
+candidate whose worker died (silent for twice `search.heartbeat_seconds`) is
+failed and re-enqueued by the next live worker that looks, and its training
+resumes from the candidate's last checkpoint under the shared workdir. A worker
+stopped by Ctrl-C (or, through its training, SIGTERM or SIGUSR1: the step is
+saved) fails its trial and re-enqueues the candidate at once (`WorkerStopped`).
+A retry starts clean: the failed trial's evaluations stay with it, as a failure,
+not a score. A restarted search re-enqueues candidates that failed. In a
+multi-process JAX job only process 0 talks to the study; it broadcasts each
+candidate and each pruning decision to the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import random
 import socket
@@ -66,9 +72,60 @@ class NotACandidate(Exception):
   """A trial Optuna created after the queue ran dry in a race between workers (discarded)."""
 
 
+class WorkerStopped(Exception):
+  """A worker stopped on request, its trial failed and queued again: the message is the one
+  line to print, then exit with `exit_code` (130 for Ctrl-C, 128 + the signal's number)."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+# A trial's user attributes set when it is enqueued: what it trains. A retry keeps these only;
+# the rest (accuracies, errors, timings) are results of the failed attempt.
+ENQUEUED_ATTRS = frozenset({"candidate", "trial_name", "seed_index", "seed",
+                            *(f.name for f in dataclasses.fields(grid_lib.Candidate))})
+
+
 def storage_url(storage: str, workdir: str) -> str:
   """`--storage` as given, or the SQLite file in the workdir."""
   return storage or "sqlite:///" + os.path.join(workdir, STUDY_FILE)
+
+
+# pip packages of SQLAlchemy's synchronous database drivers, by SQLAlchemy's driver name.
+DRIVER_PACKAGES = {
+    "psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
+    "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "pymssql": "pymssql",
+    "oracledb": "oracledb", "cx_oracle": "cx_Oracle"}
+
+
+def check_storage(url: str) -> None:
+  """A storage URL SQLAlchemy can parse and whose database driver is installed.
+
+  Checked before the grid is built or anything compiles: Optuna would otherwise
+  fail on the missing driver with a long ImportError once the search starts.
+  """
+  import sqlalchemy.exc
+  from sqlalchemy.engine import make_url
+  example = "postgresql+psycopg://user:password@host/db, or sqlite:///path/study.db"
+  try:
+    parsed = make_url(url)
+    dialect = parsed.get_dialect()
+  except sqlalchemy.exc.ArgumentError:  # unparsable, or a dialect SQLAlchemy does not have
+    raise UserError(f"--storage={url} is not a database URL SQLAlchemy knows; pass one such as "
+                    f"{example}") from None
+  try:
+    dialect.import_dbapi()
+  except ImportError as error:
+    shown = parsed.render_as_string(hide_password=True)
+    package = DRIVER_PACKAGES.get(dialect.driver)
+    install = (f"pip install {package}" if package else
+               f"install the Python package of the {dialect.driver!r} driver")
+    raise UserError(f"--storage={shown}: the {parsed.get_backend_name()} driver "
+                    f"{dialect.driver!r} cannot be imported ({str(error).splitlines()[0]}); "
+                    f"{install} in this environment, or pass a URL whose driver is "
+                    "installed") from None
 
 
 def default_study_name(config: ml_collections.ConfigDict) -> str:
@@ -109,11 +166,10 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
     try:
       with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=config.search.max_retries, inherit_intermediate_values=True)
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry)
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=RetryCandidate(config.search.max_retries))
       if url.startswith("sqlite"):
         _lock_sqlite_on_begin(storage.engine)
       return storage
@@ -130,6 +186,37 @@ def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
                       f"{str(error).splitlines()[0]}); pass a SQLAlchemy URL such as "
                       "postgresql+psycopg://user:password@host/db (pip install psycopg)") from None
   raise UserError(f"--storage={url}: could not create Optuna's tables after 6 attempts")
+
+
+class RetryCandidate:
+  """Re-enqueues a failed trial's (candidate, seed) as a waiting trial, up to `max_retries`
+  times per trial (a dead worker's, through the storage's heartbeats, or a Ctrl-C's).
+
+  Optuna's RetryHeartbeatStaleTrialCallback copies every user attribute, so the
+  retry would start with the failed attempt's accuracy; this one keeps what the
+  trial trains (`ENQUEUED_ATTRS`), its parameters and its queue entry, and counts
+  the retry (attribute `retry`). System attributes `failed_trial` (the first
+  attempt) and `retry_history` are Optuna's, so its helpers read them.
+  """
+
+  def __init__(self, max_retries: int):
+    self.max_retries = max_retries
+
+  def __call__(self, study: Any, trial: Any) -> int | None:
+    """Enqueues the retry of `trial` (a FrozenTrial); how many retries the (candidate, seed)
+    has had with it (1 for the first), or None past the limit."""
+    import optuna
+    from optuna.trial import TrialState
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > self.max_retries:
+      return None
+    fixed = {k: v for k, v in trial.system_attrs.items() if k == "fixed_params"}
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_ATTRS}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={**attrs, "retry": len(history)},
+        system_attrs={**fixed, "failed_trial": history[0], "retry_history": history}))
+    return len(history)
 
 
 def _lock_sqlite_on_begin(engine: Any) -> None:
@@ -253,13 +340,42 @@ def _broadcast(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+# How often a worker looks again at a candidate's run that another live worker holds.
+LOCK_POLL_SECONDS = 10.0
+
+
+def _train_when_free(train: Trainer, config: ml_collections.ConfigDict,
+                     run_dir: str, on_eval: Callable[[int, dict[str, float]], None]
+                     ) -> dict[str, float]:
+  """`train`, once no other worker holds the run: a retry can race a live worker whose
+  heartbeat came late. Waiting, not failing: when the holder ends, its run is finished (read
+  back at once) or resumable, and a holder that dies releases the lock with it."""
+  waiting = False
+  while True:
+    try:
+      return train(config, run_dir, on_eval)
+    except runs.RunLockedError:
+      if not waiting:
+        print(f"{run_dir} is being trained by another worker "
+              f"({runs.RunLock(runs.Run(run_dir)).holder()}); waiting for it", flush=True)
+        waiting = True
+      time.sleep(LOCK_POLL_SECONDS)
+
+
 def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
                    train: Trainer, measure_latency: Callable[..., float] | None,
-                   multihost: bool, evaluate_test: TestEvaluator | None = None
-                   ) -> Callable[[Any], Any]:
+                   multihost: bool, interrupted: list[int],
+                   evaluate_test: TestEvaluator | None = None) -> Callable[[Any], Any]:
   """The Optuna objective: train one (candidate, seed) reporting EMA top-1 on the ranking
-  split, keep its per-image correctness, evaluate it on the test split, then time it."""
+  split, keep its per-image correctness, evaluate it on the test split, then time it.
+
+  A stop (Ctrl-C, or the training's `TrainingStopped`) appends the trial's number to
+  `interrupted` (for `run_worker`, to which Optuna passes on only the exception) and goes
+  on to Optuna, which fails the trial.
+  """
   import optuna
+
+  from effnetlite.train.stop import TrainingStopped
   grid = grid_lib.candidates(config)
   by_key = {candidate.key: candidate for candidate in grid}
   units = trial_units(grid, config.search.seeds)
@@ -285,6 +401,12 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     print(f"candidate {grid.index(candidate) + 1}/{len(grid)}, seed {seed + 1}/"
           f"{config.search.seeds}: {candidate.short_name} (trial {trial.number}, seed "
           f"{derived.seed}) in {run_dir}", flush=True)
+    saved = runs.Run(run_dir).latest_step()  # where its training resumes
+    if "retry" in attrs or saved is not None:
+      what = (f"retry {attrs['retry']} of candidate" if "retry" in attrs else "candidate")
+      print(f"{what} {candidate.short_name} seed {seed + 1}, " + (
+          f"resuming from step {saved}" if saved is not None else
+          "from step 0 (no checkpoint saved)"), flush=True)
     if multihost:
       _broadcast(units.index((candidate, seed)))
 
@@ -302,14 +424,14 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
 
     start = time.time()
     try:
-      metrics = train(derived, run_dir, on_eval)
+      metrics = _train_when_free(train, derived, run_dir, on_eval)
       if test_split and evaluate_test is not None and not multihost:
         test = evaluate_test(derived, run_dir, test_split)
         trial.set_user_attr("test_split", test_split)
         trial.set_user_attr("test_top1", test["top1"])
         trial.set_user_attr("test_top5", test["top5"])
         trial.set_user_attr("test_count", test["count"])
-    except (optuna.TrialPruned, UserError):
+    except (optuna.TrialPruned, UserError, TrainingStopped):
       raise
     except Exception as error:  # noqa: BLE001 - a failed candidate is recorded
       trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
@@ -319,23 +441,34 @@ def make_objective(config: ml_collections.ConfigDict, study: Any, workdir: str,
     trial.set_user_attr("top1", metrics["eval_top1"])  # also when resumed from a finished run
     trial.set_user_attr("ema_top1", metrics["ema_eval_top1"])
     trial.set_user_attr("images_per_sec", metrics.get("train_images_per_sec", float("nan")))
-    examples = os.path.join(run_dir, runs.EVAL_EXAMPLES_FILE)
-    if os.path.isfile(examples):  # the per-image record lives in the run; the trial points at it
-      trial.set_user_attr("eval_examples", os.path.relpath(examples, workdir))
-      trial.set_user_attr("eval_split", (runs.read_final_metrics(run_dir) or {}).get("eval_split"))
+    run = runs.Run(run_dir)
+    if run.eval_examples() is not None:  # the per-image record lives in the run; the trial
+      trial.set_user_attr("eval_examples",  # points at it
+                          os.path.relpath(run.file(runs.Run.EVAL_EXAMPLES), workdir))
+      trial.set_user_attr("eval_split", (run.final_metrics() or {}).get("eval_split"))
     print(f"candidate {candidate.short_name}, seed {seed + 1}/{config.search.seeds}: EMA top-1 "
           f"{metrics['ema_eval_top1']:.4f} on {derived.dataset.eval_split!r} after "
           f"{time.time() - start:.0f} s", flush=True)
     if measure_latency is None:
       return metrics["ema_eval_top1"]
     latency = measure_latency(derived, run_dir,
-                              os.path.join(run_dir, f"model-{config.search.latency_format}.tflite"))
+                              run.export_path(config.search.latency_format))
     trial.set_user_attr("latency_ms", latency)
     trial.set_user_attr("latency_target", config.search.latency_target)  # what the ms are
     if config.search.latency_budget_ms > 0:  # feasible when <= 0: best_trials honours it
       trial.set_constraint("latency_budget_ms", latency - config.search.latency_budget_ms)
     return metrics["ema_eval_top1"], latency
-  return objective
+
+  def stoppable(trial):
+    try:
+      return objective(trial)
+    except (KeyboardInterrupt, TrainingStopped) as stop:
+      name, step, _ = _stopped_by(stop)
+      trial.set_user_attr("error", f"stopped by {name}" + (  # the report's note on the trial
+          f" at step {step}" if step is not None else ""))
+      interrupted.append(trial.number)
+      raise
+  return stoppable
 
 
 def measure_tflite_latency(config: ml_collections.ConfigDict, weights: str, output: str,
@@ -372,6 +505,9 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
   """Trains waiting trials until none waits or runs anywhere (every process calls it).
 
   `study` is None on processes other than 0 of a multi-process job: they follow.
+  Stopped by Ctrl-C, or by a stop signal its training saved a step for, it leaves
+  the study consistent (the trial failed, its candidate queued again) and raises
+  `WorkerStopped`.
   """
   import jax
   if train is None:
@@ -391,18 +527,73 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
     return
   import optuna
   from optuna.trial import TrialState
+
+  from effnetlite.train.stop import TrainingStopped
+  interrupted: list[int] = []
   objective = make_objective(config, study, workdir, train, measure_latency, multihost,
-                             evaluate_test)
-  while True:
-    if _count(study, TrialState.WAITING):
-      study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
-    elif _count(study, TrialState.RUNNING):  # other workers' candidates, or dead workers'
-      optuna.storages.fail_stale_trials(study)
-      time.sleep(min(5.0, config.search.heartbeat_seconds / 2))
-    else:
-      break
+                             interrupted, evaluate_test)
+  quiet = _QuietInterrupted(interrupted)
+  optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna reports failed trials
+  optuna_log.addFilter(quiet)
+  try:
+    while True:
+      if _count(study, TrialState.WAITING):
+        study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
+      elif _count(study, TrialState.RUNNING):  # other workers' candidates, or dead workers'
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(min(5.0, config.search.heartbeat_seconds / 2))
+      else:
+        break
+  except (KeyboardInterrupt, TrainingStopped) as stop:
+    name, step, exit_code = _stopped_by(stop)
+    raise WorkerStopped(_stop(study, interrupted[-1] if interrupted else None, name, step,
+                              RetryCandidate(config.search.max_retries)), exit_code) from None
+  finally:
+    optuna_log.removeFilter(quiet)
   if multihost:
     _broadcast(-1)
+
+
+class _QuietInterrupted(logging.Filter):
+  """Drops Optuna's warnings (a traceback among them) about the trials a stop interrupted:
+  the worker says it in one line (`WorkerStopped`)."""
+
+  def __init__(self, interrupted: list[int]):
+    super().__init__()
+    self.interrupted = interrupted
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not any(record.getMessage().startswith(f"Trial {number} failed")
+                   for number in self.interrupted)
+
+
+def _stopped_by(stop: BaseException) -> tuple[str, int | None, int]:
+  """(what stopped a worker, the step its training saved or None, the exit status): a
+  Ctrl-C outside training, or the training's own stop (`TrainingStopped`)."""
+  if isinstance(stop, KeyboardInterrupt):
+    return "Ctrl-C", None, 130
+  return stop.signal_name, stop.step, stop.exit_code
+
+
+def _stop(study: Any, number: int | None, name: str, step: int | None,
+          retry: RetryCandidate) -> str:
+  """Leaves the trial the stop interrupted failed and its candidate queued again; the line
+  to say."""
+  from optuna.trial import TrialState
+  rerun = "rerun the same command to continue"
+  trial = study.get_trials(deepcopy=False)[number] if number is not None else None
+  if trial is None or "trial_name" not in trial.user_attrs:
+    return f"stopped by {name} (no candidate was training in this worker); {rerun}"
+  if trial.state == TrialState.RUNNING:  # a second Ctrl-C stopped Optuna before it failed it
+    study.tell(number, state=TrialState.FAIL)
+  attrs = trial.user_attrs
+  retried = retry(study, trial)
+  then = ("the next worker retries it" if retried is not None else
+          f"its {retry.max_retries} retries are spent, so the next run of the search queues it")
+  saved = f" at step {step}, checkpoint saved" if step is not None else ""
+  return (f"stopped by {name} during candidate a{attrs['alpha']:g}_b{attrs['beta']:g}_"
+          f"g{attrs['gamma']:g} seed {attrs['seed_index'] + 1} (trial {number}){saved}; the "
+          f"trial is marked failed and {then}; {rerun}")
 
 
 def _follow(config: ml_collections.ConfigDict, workdir: str, train: Trainer) -> None:

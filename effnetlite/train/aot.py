@@ -3,8 +3,8 @@
 JAX compiles without the hardware: libtpu describes a TPU slice (`v5e:2x2`), the CUDA
 plugin a GPU host from XLA's target description (`resources/h100_sxm.txtpb`). What is
 compiled is what train.py runs — `make_train_step` under `jit_train_step`'s shardings
-and donation, with every 'auto' setting resolved for the target's platform rather
-than this CPU host — so a compile here is the compile there, and its
+and donation, with the layer formulations `resolve_backend` gives the target's platform
+rather than this CPU host's — so a compile here is the compile there, and its
 `memory_analysis()` is the memory each chip will need.
 
 Compiles run in a child process holding one toolchain (`effnetlite.utils.toolchains`);
@@ -40,7 +40,7 @@ BATCH_GRANULE = 8
 class Target:
   """An accelerator slice: `topology` as JAX's `get_topology_desc` takes it."""
   name: str
-  platform: str        # 'tpu' | 'gpu': what 'auto' settings are resolved for
+  platform: str        # 'tpu' | 'gpu': what `resolve_backend` resolves 'auto' for
   topology: str
   chips: int
   memory_bytes: int    # per chip
@@ -232,14 +232,20 @@ def largest_batch(config: ml_collections.ConfigDict, target: Target,
     raise UserError(f"{config.model.name} at {probe} images per chip does not fit "
                     f"{target.description}; try a smaller probe")
   fixed = small.peak_bytes - small.temp_bytes
-  batch, best = _rounded((target.memory_bytes - fixed) / (small.temp_bytes / probe)), None
+  batch = _rounded((target.memory_bytes - fixed) / (small.temp_bytes / probe))
+  tried = []
   for _ in range(5):
     if batch <= probe:
       return probe, small
     best = measure_with_toolchain(config, target, batch, toolchain)
     if best is not None and best.fits():
       break
+    tried.append(batch)
     batch = _rounded(batch * 0.9)
+  else:  # five compiles, none fitting: no batch above the probe is known to fit
+    raise UserError(f"{config.model.name} on {target.name}: {probe} images per chip fit but "
+                    f"none of {', '.join(map(str, tried))} did; compile batches between them "
+                    "with benchmarks/accelerators.py --per_chip_batch=N")
   slope = (best.peak_bytes - small.peak_bytes) / (batch - probe)
   line = _rounded(batch + (target.memory_bytes - best.peak_bytes) / slope)
   if line > batch:

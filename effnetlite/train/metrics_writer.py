@@ -13,18 +13,19 @@ from typing import Mapping
 
 import jax
 
+from effnetlite.runs import Run
 from effnetlite.utils import files
 
 
 class MetricsWriter:
-  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool | None = None):
+  def __init__(self, run: Run, resume_step: int = 0, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = run.metrics_file
     self._summary = None
     if not self.enabled:
       return
     import tensorflow as tf
-    self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    self._summary = tf.summary.create_file_writer(run.tensorboard_dir)
     self._drop_rows_after(resume_step)
 
   def _drop_rows_after(self, step: int) -> None:

@@ -14,9 +14,12 @@ So blocks of 64 MiB and more are mmap-ed on transparent huge pages
 (`glibc.malloc.hugetlb=1`: 512x fewer faults and TLB misses, returned to the
 system on free), and smaller ones stay in one arena that never trims (freed
 memory is reused, not faulted in again). glibc reads tunables only when a program
-starts, so `prefer_reexec` re-executes the program once with them (its first
-lines run twice: imports, flag parsing). Where that is not possible (an interactive
-session, a notebook, pytest, JAX already computing) or the kernel has no
+starts, and mallopt has no huge-page setting, so `prefer_reexec` re-executes the
+program once with them: its imports run twice, so the commands do it before they
+parse flags (and config files). The re-executed program puts the user's own
+GLIBC_TUNABLES back into its environment: the processes it starts (Vela, a shell, a
+compiler) get what the user set, not ours. Where a re-exec is not possible (an
+interactive session, a notebook, pytest, JAX already computing) or the kernel has no
 transparent huge pages, `tune_in_process` applies what mallopt can: one arena,
 no mmap, no trimming (fast, but exposed to the overlap above).
 `EFFNETLITE_MALLOC_TUNING=0` leaves the allocator alone.
@@ -26,10 +29,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import sys
 
 OPT_OUT_ENV = "EFFNETLITE_MALLOC_TUNING"
+# Carries the user's GLIBC_TUNABLES (JSON: a string, or null when unset) through the re-exec.
+ORIGINAL_TUNABLES_ENV = "EFFNETLITE_ORIGINAL_GLIBC_TUNABLES"
 # Blocks from this size on are mmap-ed (and so on huge pages); glibc's thread arenas cannot
 # hold them anyway (their heaps are 64 MiB), so the size means the same in every thread.
 MMAP_THRESHOLD = 64 << 20
@@ -47,6 +53,7 @@ HEAP_ON_HUGE_PAGES = ":".join(f"{name}={value}" for name, value in {
     "glibc.malloc.trim_threshold": _NEVER_TRIM, "glibc.malloc.top_pad": "0"}.items())
 # Hosts where a re-exec would break a connection or lose a session.
 _NO_REEXEC_MODULES = ("IPython", "ipykernel", "pytest")
+_state = {"reexecuted": False}  # this process is `prefer_reexec`'s, under our tunables
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
@@ -84,8 +91,24 @@ def tunables_value(current: str) -> str:
 
 
 def tunables_active() -> bool:
-  """This process started with our tunables (glibc read them at its start)."""
-  return "glibc.malloc.hugetlb=" in os.environ.get("GLIBC_TUNABLES", "")
+  """This process started with huge-page tunables: ours (`prefer_reexec` started it; its
+  environment holds the user's value again) or the user's own."""
+  user_set = "glibc.malloc.hugetlb=" in os.environ.get("GLIBC_TUNABLES", "")
+  return _state["reexecuted"] or user_set
+
+
+def _restore_user_tunables() -> None:
+  """After our re-exec: GLIBC_TUNABLES back to the user's value (unset if it was), so that
+  the processes this one starts are not tuned unless they ask; ours re-execute on their own."""
+  saved = os.environ.pop(ORIGINAL_TUNABLES_ENV, None)
+  if saved is None:
+    return
+  _state["reexecuted"] = True
+  original = json.loads(saved)
+  if original is None:
+    os.environ.pop("GLIBC_TUNABLES", None)
+  else:
+    os.environ["GLIBC_TUNABLES"] = original
 
 
 def _command_line() -> list[str] | None:
@@ -108,8 +131,10 @@ def prefer_reexec() -> None:
   """Re-executes the program under `TUNABLES` where that is possible; returns otherwise.
 
   The program restarts from its first line with the same arguments and process id
-  (exec), so callers do this first thing; the flag in the environment keeps it to once.
+  (exec), so callers do this first thing. In the re-executed program the call returns
+  at once, with the user's GLIBC_TUNABLES back in the environment.
   """
+  _restore_user_tunables()
   if opted_out() or tunables_active() or not is_glibc() or not transparent_huge_pages():
     return
   command = _command_line()
@@ -118,9 +143,10 @@ def prefer_reexec() -> None:
     return
   sys.stdout.flush()
   sys.stderr.flush()
+  original = os.environ.get("GLIBC_TUNABLES")
   os.execve(command[0], command,
-            dict(os.environ, GLIBC_TUNABLES=tunables_value(os.environ.get("GLIBC_TUNABLES",
-                                                                          ""))))
+            dict(os.environ, GLIBC_TUNABLES=tunables_value(original or ""),
+                 **{ORIGINAL_TUNABLES_ENV: json.dumps(original)}))
 
 
 def tune_in_process() -> bool:

@@ -5,10 +5,14 @@ Every entry point defines absl flags with the helpers here and calls `run(main)`
     `UserError` become one line, `error: ...`, and exit status 2;
   - path flags are made absolute as they are parsed (the only place command-line
     paths enter the library), so relative paths work from any directory;
+  - the malloc re-exec (`allocator.prefer_reexec`) comes first, before flags parse: a
+    config file given on the command line is evaluated once per command;
   - `effnetlite.configure_process()` runs before `main` (with `--compilation_cache` and
     `--verbose`, flags of every entry point), and entry points import JAX/TensorFlow
     inside `main`, after the flags and the config are checked: bad input answers in
     about a second, before anything is built or compiled.
+Process-wide settings (the allocator, the stderr filter, log levels) are made here, by
+the commands, never when the library is imported or called.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ml_collections.config_flags import config_flags  # the module: its parser a
 
 from effnetlite import runs, validation
 from effnetlite.errors import UserError, exit_with
-from effnetlite.utils import files, process
+from effnetlite.utils import allocator, files, process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,7 +66,7 @@ class _ConfigFileParser(config_flags.ConfigFileFlagParser):
   def parse(self, path: str) -> Any:
     path = os.path.expanduser(path)  # the shell leaves `--config=~/...` unexpanded
     file = path.split(":", 1)[0]
-    if file.endswith(".json") or runs.find_run(file) == os.path.abspath(file):
+    if file.endswith(".json") or runs.Run(file).is_run():
       config = runs.load_config(file)  # a run's saved config (or the run directory itself)
       config.lock()
       return config
@@ -101,16 +105,17 @@ def DEFINE_config_file(name: str = "config", default: str | None = None,  # noqa
   """config_flags.DEFINE_config_file with one-line errors; `--NAME.KEY=VALUE` overrides.
 
   `from_weights`: for commands with --weights, a training run given there and no
-  --config make the run's config the config (`with_run_config`). Done here, before the
-  flag exists: ml_collections parses the default and its overrides as it defines it.
+  --config make the run's config the default (`run_config_default`). Decided here, before
+  the flag exists: ml_collections parses the default and its overrides as it defines it.
 
   A relative `default` is taken from the repository root, so the default
   config is found from any current directory.
   """
+  allocator.prefer_reexec()  # before the default file is evaluated, as flags are defined
   if default and not os.path.isabs(default):
     default = os.path.join(REPO_ROOT, default)
   if from_weights:
-    sys.argv[:] = with_run_config(sys.argv)
+    default = run_config_default(sys.argv) or default
   # config_flags exposes no parser argument; its _ConfigFlag is the flag class it uses.
   flag = config_flags._ConfigFlag(  # pylint: disable=protected-access
       parser=_ConfigFileParser(name=name, lock_config=True),
@@ -151,17 +156,21 @@ def _flag_value(argv: list[str], name: str) -> str | None:
   return value
 
 
-def with_run_config(argv: list[str]) -> list[str]:
-  """`--weights=RUN` without `--config`: the run's own config is the config.
+def run_config_default(argv: list[str]) -> str | None:
+  """`--weights=RUN` (any of its documented forms) without `--config`: the run's directory,
+  so the run's own config is the config.
 
   Commands that take both flags (eval.py, export.py, predict.py) then need nothing the
   training command was given; `--config.KEY=VALUE` overrides still apply to it.
   """
   if _flag_value(argv, "config") is not None:
-    return argv
+    return None
   weights = validation.absolute_path(_flag_value(argv, "weights") or "")
-  run = runs.find_run(weights) if os.path.isdir(weights) else None
-  return argv if run is None else [argv[0], f"--config={run}", *argv[1:]]
+  try:
+    named = runs.run_weights(weights) if os.path.isdir(weights) else None
+  except UserError:  # a path inside a run that names no weights: --weights says so itself
+    return None
+  return None if named is None else named.run.path
 
 
 _HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
@@ -231,6 +240,10 @@ flags.disclaim_key_flags()
 
 def run(main: Callable[[list[str]], Any]) -> NoReturn:
   """Parses flags, applies the process settings, runs `main(argv)`; UserError -> exit 2."""
+  # A re-exec runs everything before it again: here, ml_collections has not yet evaluated
+  # the --config file (it does while flags parse).
+  allocator.prefer_reexec()
+
   def wrapped(argv: list[str]) -> Any:
     process.configure_process(compilation_cache=_COMPILATION_CACHE.value,
                               verbose=_VERBOSE.value)
@@ -243,6 +256,9 @@ def run(main: Callable[[list[str]], Any]) -> NoReturn:
         raise
       exit_with(UserError(f"no space left on device writing {error.filename or 'a file'}; "
                           "free space and rerun"))
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and says so itself)
+      print("stopped by Ctrl-C", file=sys.stderr, flush=True)
+      sys.exit(130)
 
   for flag in (_COMPILATION_CACHE, _VERBOSE):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag.name])

@@ -1,7 +1,8 @@
 """Process-wide settings for programs that train or serve: the one opt-in call.
 
-`import effnetlite` changes nothing in the process. The CLIs (through
-`effnetlite.cli.run`), the benchmarks and the tests call `configure_process()`
+`import effnetlite` and the library's functions change nothing in the process (no
+hook, signal handler or environment variable). The CLIs (through
+`effnetlite.utils.cli.run`), the benchmarks and the tests call `configure_process()`
 before JAX or TensorFlow start; a library user who wants the same speed and quiet
 console calls it first thing too.
 """
@@ -57,9 +58,11 @@ NATIVE_NOISE = (
     # LiteRT's minimal logger (fprintf, INFO) when it applies the default XNNPACK delegate.
     r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
 )
+# The packages whose native code prints `NATIVE_NOISE` (the converter is TensorFlow's).
+NATIVE_NOISE_PACKAGES = ("tensorflow", "ai_edge_litert")
 
 
-def quiet_native_logs() -> bool:
+def quiet_native_logs() -> None:
   """Keeps `NATIVE_NOISE` off stderr; every other byte (C++ errors, tracebacks) passes.
 
   A filter on file descriptor 2 (`stderr_filter`) because none of these lines has a knob
@@ -68,10 +71,12 @@ def quiet_native_logs() -> bool:
   stderr threshold are set only by C++ calls (no environment variable, its --minloglevel
   flag is not linked in; GLOG_minloglevel and the like are not read); llvm::dbgs() and
   LiteRT's logger have no switch short of dropping the XNNPACK delegate, i.e. its speed.
-  False where Python's stderr is not fd 2 (pytest's capture, a notebook): left to them.
+  The filter starts when one of `NATIVE_NOISE_PACKAGES` is first imported (now, if one
+  is loaded already): a command that never loads them runs without it. Nothing where
+  Python's stderr is not fd 2 then (pytest's capture, a notebook): left to them.
   """
   from effnetlite.utils import stderr_filter
-  return stderr_filter.install(NATIVE_NOISE)
+  stderr_filter.install_on_import(NATIVE_NOISE_PACKAGES, NATIVE_NOISE)
 
 
 def default_compilation_cache() -> str:
@@ -147,16 +152,17 @@ def configure_process(malloc_tuning: bool = True, compilation_cache: str | None 
 
   Call it first thing in a program: it re-executes the program once (same arguments,
   same process id) so that glibc starts with the malloc tunables, which a running
-  process cannot take; where it cannot (notebooks, pytest, JAX already computing) it
-  applies what mallopt can. `EFFNETLITE_MALLOC_TUNING=0` (or `malloc_tuning=False`)
-  leaves the allocator alone; `compilation_cache` defaults to
+  process cannot take, and then gives the environment the user's GLIBC_TUNABLES back
+  (child processes are not tuned); where it cannot (notebooks, pytest, JAX already
+  computing) it applies what mallopt can. `EFFNETLITE_MALLOC_TUNING=0` (or
+  `malloc_tuning=False`) leaves the allocator alone; `compilation_cache` defaults to
   `default_compilation_cache()`, and "none" turns the cache off. `keras=True` lets
   TensorFlow load Keras, for programs that use `tf.keras` beside this library.
   `verbose=True` (the commands' --verbose) leaves every library's logging as it comes,
   for when something goes wrong inside one.
   """
   if malloc_tuning:
-    allocator.prefer_reexec()  # returns only where it cannot
+    allocator.prefer_reexec()  # returns where it cannot, or in the re-executed program
     allocator.tune_in_process()
   _state["configured"] = True
   if not keras:

@@ -15,13 +15,19 @@ as a script) that copies everything to the real stderr except whole lines matchi
     is rebound to the real stderr and bypasses the pump: it keeps its order with stdout and
     its terminal (a bar's width), and does not depend on the pump at all;
   - any other byte passes unchanged: a line as soon as its end arrives, an unfinished one
-    (a prompt, a progress bar) after `HOLD_SECONDS` without more data.
+    (a prompt, a progress bar) after `HOLD_SECONDS` without more data;
+  - it ends when the last writer of the pipe is gone: at the command's exit (which
+    waits for it to write what it holds), or when the command is killed; a child process
+    of the command that still writes to stderr keeps it until that child ends.
+`install_on_import` starts the pump only when a package that prints such lines is first
+imported, so a command that never loads one runs without it.
 Where Python's stderr is not fd 2 (pytest's capture, a notebook), someone else owns the
 stream and nothing is installed.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import io
 import os
 import re
@@ -99,6 +105,35 @@ class _Installed:
 _installed: _Installed | None = None
 
 
+class _InstallOnImport(importlib.abc.MetaPathFinder):
+  """Installs the filter as the first of `packages` starts to import (their shared
+  libraries print while they load), then leaves `sys.meta_path`; finds nothing itself."""
+
+  def __init__(self, packages: Sequence[str], patterns: Sequence[str]):
+    self.packages, self.patterns = frozenset(packages), tuple(patterns)
+
+  def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+    if name in self.packages:
+      _disarm()
+      install(self.patterns)
+
+
+def _disarm() -> None:
+  """Removes a waiting `install_on_import` (one at most)."""
+  sys.meta_path[:] = [finder for finder in sys.meta_path
+                      if not isinstance(finder, _InstallOnImport)]
+
+
+def install_on_import(packages: Sequence[str], patterns: Sequence[str]) -> None:
+  """`install(patterns)` when one of the top-level `packages` is first imported, or now
+  if one is loaded already: the pump runs only beside programs that load them."""
+  _disarm()
+  if any(name in sys.modules for name in packages):
+    install(patterns)
+  else:
+    sys.meta_path.insert(0, _InstallOnImport(packages, patterns))
+
+
 def install(patterns: Sequence[str]) -> bool:
   """From now on, whole lines on fd 2 matching one of `patterns` are dropped; False (and
   nothing changed) where Python's stderr is not fd 2 or no pump process can start."""
@@ -148,9 +183,11 @@ def install(patterns: Sequence[str]) -> bool:
 def uninstall(timeout: float = _WAIT_FOR_PUMP_SECONDS) -> None:
   """fd 2 back to the real stderr; then waits (up to `timeout`) for the pump to write what
   it still holds, so that a command's last lines come before the shell's next prompt.
+  A waiting `install_on_import` is dropped too.
 
   Runs at exit. A process forked from the installer leaves the pump to its parent."""
   global _installed
+  _disarm()
   state, _installed = _installed, None
   if state is None or state.pid != os.getpid():
     return

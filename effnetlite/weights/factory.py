@@ -16,7 +16,7 @@ import ml_collections
 from effnetlite import config as config_lib
 from effnetlite import quant, runs
 from effnetlite.errors import UserError
-from effnetlite.nn.layers import resolve_impl
+from effnetlite.nn.backend import resolve_backend
 from effnetlite.nn.model import EfficientNetLite
 from effnetlite.utils import process
 from effnetlite.validation import WEIGHT_KEYWORDS, absolute_path
@@ -40,43 +40,34 @@ def compute_dtype(name: str) -> Any:
 
 def module_from_config(config: ml_collections.ConfigDict, platform: str | None = None,
                        **overrides: Any) -> EfficientNetLite:
-  """The Flax module a full config describes (`overrides` win, e.g. depthwise='conv'):
-  EfficientNetLite, or with `config.quantization.qat` its int8 twin
-  (`effnetlite.quant.model.QuantizedEfficientNetLite`), which reads the same variables.
+  """The Flax module a full config describes (`overrides`, module fields with concrete
+  values, win: e.g. depthwise='conv'): EfficientNetLite, or with `config.quantization.qat`
+  its int8 twin (`effnetlite.quant.model.QuantizedEfficientNetLite`), which reads the same
+  variables.
 
-  'auto' layer formulations are resolved for `platform` ('cpu', 'gpu', 'tpu'; default:
-  JAX's default backend), so a step compiled ahead of time for an accelerator on a
-  CPU host gets the accelerator's formulation.
+  The layer formulations are `resolve_backend(config, platform)`'s ('cpu', 'gpu', 'tpu';
+  default: JAX's default backend), so a step compiled ahead of time for an accelerator on
+  a CPU host gets the accelerator's formulation.
   """
   model = config.model
   if config.dataset.num_classes == runs.FROM_DATA:
     raise UserError("config.dataset.num_classes=-1 (the training data's count) is unresolved "
                     "here; build the model from a training run or set a class count")
+  backend = resolve_backend(config, platform)
   kwargs = dict(
       width=model.width, depth=model.depth, num_classes=config.dataset.num_classes,
       dropout_rate=model.dropout_rate, drop_connect_rate=model.drop_connect_rate,
       stem_channels=model.stem_channels, head_channels=model.head_channels,
       bn_momentum=model.bn_momentum, bn_epsilon=model.bn_epsilon,
-      depthwise=resolve_impl(model.depthwise, config_lib.DEPTHWISE_IMPLS, "shifted", platform),
-      pointwise=resolve_impl(model.pointwise, config_lib.POINTWISE_IMPLS, "dot", platform),
+      depthwise=backend.depthwise, pointwise=backend.pointwise,
       dtype=compute_dtype(model.dtype),
-      rematerialize=resolve_rematerialize(config.rematerialize, platform))
+      rematerialize=backend.rematerialize)
   kwargs.update(overrides)
   module = EfficientNetLite(**kwargs)
   if quant.qat_enabled(config):  # the int8 twin: the same variables plus activation ranges
     from effnetlite.quant import model as qmodel
     return qmodel.qat_module(module, config.quantization.range_decay)
   return module
-
-
-def resolve_rematerialize(setting: str, platform: str | None = None) -> bool:
-  """'auto': on GPUs only (`platform` as in `module_from_config`). Compiled for 8 H100s,
-  recomputing BN + ReLU6 in the backward pass cuts lite0's float32 temporaries by a
-  sixth; XLA:TPU and XLA:CPU keep less without it than with it, and on CPU the
-  recomputation also costs time (figures: benchmarks/README.md, accelerators.py)."""
-  if setting != "auto":
-    return setting == "elementwise"
-  return (platform or jax.default_backend()) == "gpu"
 
 
 def init_variables(module: EfficientNetLite, resolution: int, seed: int = 0) -> dict[str, Any]:
@@ -86,7 +77,7 @@ def init_variables(module: EfficientNetLite, resolution: int, seed: int = 0) -> 
   return jax.device_get(init(jax.random.PRNGKey(seed)))
 
 
-def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: str,
+def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: runs.Run,
                 num_classes: int | None, reset_classifier: bool | None
                 ) -> ml_collections.ConfigDict:
   """The config to build for a training run's weights: the run's model and head.
@@ -94,7 +85,7 @@ def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: s
   Another class count replaces the trained head only when asked for
   (`reset_classifier=True`); loading the checkpoint checks the backbone against it.
   """
-  trained = runs.load_config(run)
+  trained = run.load_config()
   config = (trained if requested is None else requested).copy_and_resolve_references()
   trained_classes = trained.dataset.num_classes
   if num_classes is not None:
@@ -102,7 +93,7 @@ def _run_config(requested: ml_collections.ConfigDict | None, named: bool, run: s
   elif named or config.dataset.num_classes == runs.FROM_DATA:  # a variant's 1000 is no request
     config.dataset.num_classes = trained_classes
   if config.dataset.num_classes != trained_classes and reset_classifier is not True:
-    raise UserError(f"pretrained={run} has a {trained_classes}-class classifier but "
+    raise UserError(f"pretrained={run.path} has a {trained_classes}-class classifier but "
                     f"num_classes={config.dataset.num_classes} was asked for; leave num_classes "
                     "out to get the trained head, or pass reset_classifier=True for a new, "
                     "randomly initialised one")
@@ -138,7 +129,8 @@ def create_model(name_or_config: str | ml_collections.ConfigDict | None = None,
   process.notice_unconfigured_cpu_process()
   run = None
   if isinstance(pretrained, str) and pretrained not in WEIGHT_KEYWORDS:
-    run = runs.find_run(absolute_path(pretrained))
+    named = runs.run_weights(absolute_path(pretrained))
+    run = named.run if named is not None else None
   if run is not None:
     requested = None if name_or_config is None else resolve_config(name_or_config)
     config = _run_config(requested, isinstance(name_or_config, str), run, num_classes,

@@ -3,6 +3,7 @@
 import collections
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -25,13 +26,13 @@ def test_holdout_ids_by_hand():
   assert sources.holdout_ids(*zip(*pairs), 0.2) == held
 
 
-def _folder(root, per_class=10):
+def _folder(root, per_class=10, split="train", classes=("cat", "dog")):
   rng = np.random.default_rng(0)
-  for name in ("cat", "dog"):
-    os.makedirs(root / "train" / name)
+  for name in classes:
+    os.makedirs(root / split / name)
     for i in range(per_class):
       Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
-          root / "train" / name / f"{i}.png")
+          root / split / name / f"{i}.png")
 
 
 def test_folder_holdout_is_disjoint_and_per_class(tmp_path):
@@ -74,3 +75,46 @@ def test_holdout_without_a_fraction_is_one_line(tmp_path):
   with pytest.raises(sources.DataError, match="split 'holdout' is the part of "
                                               "config.dataset.train_split held out"):
     sources.make_source(config.dataset, "holdout")
+
+
+def test_processes_that_start_together_prepare_the_bundled_data_once(tmp_path):
+  """Two processes on an empty data_dir (two tasks of a job): one prepares, the other waits
+  and reads the same data; neither fails on the other's half-written files."""
+  import subprocess
+  import sys
+
+  from helpers import PYTHONPATH, ROOT
+  code = ("import sys; from helpers import tiny_config; from effnetlite.data import sources; "
+          "s = sources.make_source(tiny_config(data_dir=sys.argv[1]).dataset, 'train'); "
+          "print(s.num_examples)")
+  env = dict(os.environ, PYTHONPATH=PYTHONPATH, TF_CPP_MIN_LOG_LEVEL="3")
+  both = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(2)]
+  results = [process.communicate(timeout=600) + (process.returncode,) for process in both]
+  assert [code for _, _, code in results] == [0, 0], [err[-2000:] for _, err, _ in results]
+  assert [out.splitlines()[-1] for out, _, _ in results] == ["1438", "1438"]  # digits' train
+  assert sum("Downloading and preparing" in out for out, _, _ in results) == 1
+  assert os.listdir(tmp_path / "effnetlite_digits") == ["1.0.0"]  # no half-prepared copy
+
+
+def test_folder_class_that_training_lacks_is_one_line(tmp_path):
+  """Its images cannot be scored (the model has no output for it), and dropping them would
+  change the split without a word."""
+  _folder(tmp_path)
+  _folder(tmp_path, per_class=2, split="val", classes=("bird", "cat", "dog", "fox"))
+  os.makedirs(tmp_path / "val" / "notes")  # no images: no class, nothing dropped
+  config = tiny_config("folder", data_dir=str(tmp_path), train_split="train", eval_split="val")
+  with pytest.raises(sources.DataError) as error:
+    sources.make_source(config.dataset, "val")
+  assert str(error.value) == (
+      f"image folder {tmp_path / 'val'} has class folder(s) bird, fox that the training folder "
+      f"{tmp_path / 'train'} lacks, so the model cannot predict them; add them to "
+      f"{tmp_path / 'train'} and train, or move them out of {tmp_path / 'val'}")
+  for extra in ("bird", "fox"):
+    shutil.rmtree(tmp_path / "val" / extra)
+  val = sources.make_source(config.dataset, "val")
+  assert val.class_names == ("cat", "dog") and val.total_examples == 4
+  _folder(tmp_path, per_class=2, split="few", classes=("dog",))  # a subset of training's: fine
+  few = sources.make_source(config.dataset, "few")
+  assert [int(e["label"]) for e in few.dataset().as_numpy_iterator()] == [1, 1]

@@ -24,8 +24,8 @@ def _run(tmp_path, name, seed=0, width=1.0, top1=0.9, split=SPLIT, int8=None):
   (run / "checkpoints" / "10").mkdir(parents=True)
   config = demo.get_config()
   config.seed, config.model.width = seed, width
-  runs.save_config(str(run), config)
-  runs.save_final_metrics(str(run), {
+  runs.Run(str(run)).save_config(config)
+  runs.Run(str(run)).save_final_metrics({
       "step": 10, "ema_eval_top1": top1, "ema_eval_top5": 1.0, "eval_split": split,
       "seed": seed, "session": {"from_step": 0, "wall_seconds": 12.0}, "commit": "c0ffee"})
   if int8 is not None:  # what `eval.py --weights=RUN/x.tflite --output=RUN/eval-int8.json` writes
@@ -62,7 +62,7 @@ def test_runs_on_different_splits_are_refused(tmp_path):
 
 def test_unfinished_and_non_runs_get_one_line(tmp_path):
   run = _run(tmp_path, "a")
-  os.remove(os.path.join(run, runs.FINAL_METRICS_FILE))
+  os.remove(runs.Run(run).file(runs.Run.FINAL_METRICS))
   with pytest.raises(UserError, match="has not finished"):
     compare.summarise(run)
   with pytest.raises(UserError, match="is not a run directory"):

@@ -10,7 +10,7 @@ from effnetlite.nn import layers
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-@pytest.mark.parametrize("impl", ["conv", "shifted", "auto"])
+@pytest.mark.parametrize("impl", ["conv", "shifted"])
 def test_depthwise_module_impls(impl):
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 9, 9, 8))
   module = layers.DepthwiseConv(5, 2, impl=impl)
@@ -20,7 +20,7 @@ def test_depthwise_module_impls(impl):
 
 
 # Expanding (16 -> 32) and projecting (32 -> 16) 1x1 convs.
-@pytest.mark.parametrize("impl", ["conv", "dot", "auto"])
+@pytest.mark.parametrize("impl", ["conv", "dot"])
 @pytest.mark.parametrize("features_in,features_out", [(16, 32), (32, 16)])
 def test_pointwise_impls_outputs_and_gradients(impl, features_in, features_out):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, features_in))
@@ -48,8 +48,3 @@ def test_patches_stem_outputs_and_gradients(size):
   theirs = jax.grad(loss(reference), argnums=(0, 1))(variables, x)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
     assert relative_error(a, b) <= 1e-5
-
-
-def test_unknown_impl_is_rejected():
-  with pytest.raises(ValueError, match="unknown implementation 'fast'"):
-    layers.resolve_impl("fast", layers.DEPTHWISE_IMPLS, "shifted")

@@ -134,16 +134,3 @@ def test_rematerialized_blocks_give_the_same_gradients():
   np.testing.assert_allclose(remat_loss, plain_loss, rtol=1e-6)
   for a, b in zip(jax.tree.leaves((remat, remat_stats)), jax.tree.leaves((plain, plain_stats))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("platform, expected", [
-    ("cpu", ("shifted", "dot", False)), ("gpu", ("conv", "conv", True)),
-    ("tpu", ("conv", "conv", False))])
-def test_auto_settings_follow_the_target_platform(platform, expected):
-  """A step compiled on this CPU for an accelerator gets the accelerator's formulation."""
-  config = factory.resolve_config("lite0")
-  module = factory.module_from_config(config, platform=platform)
-  assert (module.depthwise, module.pointwise, module.rematerialize) == expected
-  config.model.depthwise, config.rematerialize = "conv", "elementwise"
-  module = factory.module_from_config(config, platform="cpu")
-  assert (module.depthwise, module.rematerialize) == ("conv", True)

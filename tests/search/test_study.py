@@ -11,8 +11,10 @@ step to the run directory and resumes from it. The real training runs in test_re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,31 +48,29 @@ def accuracy_of(config) -> float:
 
 
 def fake_train(config, workdir, on_eval=None, step_seconds=0.0, log=None):
-  """Resumable stand-in for train_and_evaluate: the checkpoint is a file holding the step;
-  `on_eval` after every evaluation but the last, whose metrics are returned. Like the real
-  loop it records final metrics with the split's identity and per-image correctness: the
-  first accuracy * IMAGES images are right."""
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint = os.path.join(workdir, "step")
-  step = int(open(checkpoint).read()) if os.path.exists(checkpoint) else 0
+  """Resumable stand-in for train_and_evaluate: a checkpoint every step, an empty folder
+  named by the step as orbax leaves them (`Run.latest_step`); `on_eval` after every
+  evaluation but the last, whose metrics are returned. Like the real loop it records final
+  metrics with the split's identity and per-image correctness: the first accuracy * IMAGES
+  images are right."""
+  run = runs.Run(workdir)
+  step = run.latest_step() or 0
   if log is not None:
     log.append((config.model.name, config.seed, step))
   target = accuracy_of(config)
   while step < STEPS:
     time.sleep(step_seconds)
     step += 1
-    with open(checkpoint + ".tmp", "w") as handle:
-      handle.write(str(step))
-    os.replace(checkpoint + ".tmp", checkpoint)
+    os.makedirs(os.path.join(run.checkpoints_dir, str(step)), exist_ok=True)
     if step % EVAL_EVERY == 0 and step < STEPS and on_eval is not None:  # the last: returned
       on_eval(step, {"eval_top1": target * step / STEPS, "ema_eval_top1": target * step / STEPS})
   right = int(round(target * IMAGES))
   split = {"dataset": "fake", "split": "holdout", "holdout_fraction": 0.1, "examples": IMAGES,
            "ids_sha256": "f"}
-  runs.save_eval_examples(workdir, split, [f"img{i}" for i in range(IMAGES)],
-                          [i < right for i in range(IMAGES)])
+  run.save_eval_examples(split, [f"img{i}" for i in range(IMAGES)],
+                         [i < right for i in range(IMAGES)])
   metrics = {"eval_top1": target, "ema_eval_top1": target, "train_images_per_sec": 100.0}
-  runs.save_final_metrics(workdir, {"step": step, **metrics, "eval_split": split})
+  run.save_final_metrics({"step": step, **metrics, "eval_split": split})
   return metrics
 
 
@@ -102,7 +102,7 @@ def test_every_trial_once_readable_with_plain_optuna(tmp_path):
   assert log == [(f"lite0_{key}", seed, 0) for seed in (0, 1) for key in KEYS]
   for key in KEYS:
     for seed in (0, 1):
-      assert os.path.exists(tmp_path / "runs" / key / f"seed{seed}" / "step")
+      assert runs.Run(tmp_path / "runs" / key / f"seed{seed}").latest_step() == STEPS
   plain = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/study.db")
   trials = plain.get_trials(states=(TrialState.COMPLETE,))
   assert len(trials) == 6 and len(plain.trials) == 6
@@ -138,6 +138,25 @@ def test_every_trial_once_readable_with_plain_optuna(tmp_path):
     assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_candidate_held_by_a_live_worker_is_waited_for_not_a_crash(tmp_path, capsys,
+                                                                      monkeypatch):
+  """A retry racing a live worker whose heartbeat came late: the retry waits for the run's
+  lock and then trains (here: reads the finished run), and the worker goes on."""
+  monkeypatch.setattr(study, "LOCK_POLL_SECONDS", 0.01)
+  config = search_config(pruner="none", seeds=1)
+  refusals = []
+
+  def held_twice(c, w, e):
+    if len(refusals) < 2:
+      refusals.append(w)
+      raise runs.RunLockedError(f"workdir {w} is being written by another live run")
+    return fake_train(c, w, e)
+  _worker(config, tmp_path, train=held_twice)
+  assert capsys.readouterr().out.count("is being trained by another worker") == 1
+  trials = _read(config, tmp_path).trials
+  assert [t.state for t in trials] == [TrialState.COMPLETE] * len(KEYS)
+
+
 def test_one_seed_compares_with_exact_mcnemar(tmp_path):
   config = search_config(pruner="none", seeds=1)
   _worker(config, tmp_path)
@@ -166,6 +185,195 @@ def test_failed_candidate_is_recorded_and_retried_by_a_restart(tmp_path):
   assert log == [("lite0_a1.400_b1.000_g1.200", 0, 0)]
   states = [t.state for t in _open(config, tmp_path).trials]
   assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
+
+
+def test_a_retry_starts_clean_and_says_where_it_resumes(tmp_path, capsys):
+  """Optuna's own retry copies the failed attempt's accuracy, error and evaluations into the
+  retry; ours keeps what the trial trains, counts the retry, and the retried candidate
+  resumes from its checkpoint."""
+  config = search_config(pruner="none", seeds=1, max_retries=1)
+  died = []
+
+  def dies_once_at_step_4(derived, workdir, on_eval):
+    def evaluated(step, metrics):
+      on_eval(step, metrics)
+      if step == 4 and not died:
+        died.append(step)
+        raise RuntimeError("node lost")
+    return fake_train(derived, workdir, evaluated)
+  _worker(config, tmp_path, train=dies_once_at_step_4)
+  the_study = _read(config, tmp_path)
+  failed = the_study.trials[0]
+  assert failed.state == TrialState.FAIL and failed.user_attrs["ema_top1"] == pytest.approx(0.46)
+  assert failed.intermediate_values == {2: pytest.approx(0.23), 4: pytest.approx(0.46)}
+  retry = study.RetryCandidate(max_retries=1)
+  assert retry(the_study, failed) == 1
+  waiting = the_study.trials[-1]
+  assert waiting.state == TrialState.WAITING and waiting.intermediate_values == {}
+  assert waiting.user_attrs == {**{k: v for k, v in failed.user_attrs.items()
+                                   if k in study.ENQUEUED_ATTRS}, "retry": 1}
+  assert not {"ema_top1", "top1", "error", "worker", "train_seconds"} & set(waiting.user_attrs)
+  assert waiting.params == failed.params
+  assert (waiting.system_attrs["failed_trial"], waiting.system_attrs["retry_history"]) == (0, [0])
+  assert retry(the_study, waiting) is None  # a second retry is past max_retries=1
+  # Failed, it shows as failed: no accuracy, in the table or the ranking.
+  markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
+  assert "| 0 | a1.4_b1.1_g1.1 | 1 | fail | - | - |" in markdown
+  assert "| 3 | a1.4_b1.1_g1.1 | 1 | waiting | - | - |" in markdown
+  assert "| - | a1.4_b1.1_g1.1 |" in markdown  # unranked until a seed completes
+  capsys.readouterr()
+  log = []
+  _worker(config, tmp_path, train=lambda c, w, e: fake_train(c, w, e, log=log))
+  assert log == [(f"lite0_{KEYS[0]}", 0, 4)]
+  assert "retry 1 of candidate a1.4_b1.1_g1.1 seed 1, resuming from step 4\n" in (
+      capsys.readouterr().out)
+  done = _read(config, tmp_path).trials[3]
+  assert done.state == TrialState.COMPLETE and done.values == [pytest.approx(0.92)]
+  assert done.intermediate_values == {6: pytest.approx(0.69)}  # its own evaluations only
+  markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
+  assert "| 3 | a1.4_b1.1_g1.1 | 1 | complete | 0.9200 | 0.9100 |" in markdown
+  assert "| retry of trial 0 |" in markdown and "| RuntimeError: node lost |" in markdown
+
+
+def test_a_stop_signal_in_training_stops_the_worker_and_queues_its_candidate(tmp_path, caplog):
+  """SIGTERM or SIGUSR1 (a cluster's stop), or Ctrl-C, reach the training loop, which saves
+  its step and raises TrainingStopped: the worker stops too, never on to the next candidate,
+  with the signal's status, one line, the trial failed and its candidate queued again."""
+  from effnetlite.train.stop import TrainingStopped
+  config = search_config(pruner="none", seeds=1)
+
+  def stopped_at_step_4(derived, workdir, on_eval):
+    def evaluated(step, metrics):
+      on_eval(step, metrics)
+      if step == 4:
+        raise TrainingStopped("SIGTERM", step, 143)
+    return fake_train(derived, workdir, evaluated)
+  optuna_log = logging.getLogger("optuna")  # logs to its own handler, not the root's
+  optuna_log.addHandler(caplog.handler)
+  try:
+    with pytest.raises(study.WorkerStopped) as stopped:
+      _worker(config, tmp_path, train=stopped_at_step_4)
+  finally:
+    optuna_log.removeHandler(caplog.handler)
+  assert stopped.value.exit_code == 143
+  assert str(stopped.value) == (
+      "stopped by SIGTERM during candidate a1.4_b1.1_g1.1 seed 1 (trial 0) at step 4, "
+      "checkpoint saved; the trial is marked failed and the next worker retries it; rerun the "
+      "same command to continue")
+  # Optuna's warnings (one with a traceback) about the trial: the worker's line says it.
+  assert not [r for r in caplog.records if r.getMessage().startswith("Trial 0 failed")]
+  trials = _read(config, tmp_path).trials
+  assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.WAITING] * 3
+  assert trials[0].user_attrs["error"] == "stopped by SIGTERM at step 4"
+  assert trials[3].user_attrs["retry"] == 1 and trials[3].system_attrs["failed_trial"] == 0
+
+
+@pytest.mark.parametrize("url, module, package", [
+    ("postgresql+psycopg2://search:secret@db.example/search", "psycopg2", "psycopg2-binary"),
+    ("postgresql+psycopg://search:secret@db.example/search", "psycopg", "'psycopg[binary]'"),
+    ("mysql+pymysql://search:secret@db.example/search", "pymysql", "PyMySQL")])
+def test_storage_without_its_driver_is_one_line(url, module, package, monkeypatch):
+  monkeypatch.setitem(sys.modules, module, None)  # what Python does for a missing package
+  with pytest.raises(UserError) as error:
+    study.check_storage(url)
+  message = str(error.value)
+  assert message.startswith(f"--storage={url.replace('secret', '***')}: the ")
+  assert f"driver {module!r} cannot be imported" in message
+  assert f"; pip install {package} in this environment" in message and "\n" not in message
+
+
+def test_storage_url_that_is_no_database_is_one_line():
+  with pytest.raises(UserError, match="--storage=studies.db is not a database URL SQLAlchemy "
+                                      "knows; pass one such as postgresql"):
+    study.check_storage("studies.db")
+  study.check_storage(study.storage_url("", "/tmp/w"))  # the default: SQLite, built in
+
+
+# scripts/grid_search.py as run from a shell, with `prelude` run first in its process.
+_SCRIPT = """
+import runpy, sys
+{prelude}
+sys.argv = ["grid_search.py", *{args!r}]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+# The search's training and test evaluation replaced by the stand-ins; Ctrl-C as from a
+# terminal (a test's child may start with SIGINT ignored, which Python would keep).
+_FAKE_TRAINING = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from effnetlite.search import study
+from effnetlite.train import loop
+from test_study import fake_test, fake_train
+loop.train_and_evaluate = lambda c, w, e: fake_train(c, w, e, step_seconds={step_seconds})
+study.evaluate_on_test = fake_test
+"""
+
+
+def _search_script(prelude: str, *args: str) -> subprocess.Popen:
+  code = _SCRIPT.format(prelude=prelude, script=os.path.join(ROOT, "scripts", "grid_search.py"),
+                        args=[f"--config={os.path.join(ROOT, 'configs', 'search_lite0.py')}",
+                              *args])
+  return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=dict(os.environ, PYTHONPATH=PYTHONPATH))
+
+
+def test_grid_search_refuses_a_storage_without_its_driver_before_anything(tmp_path):
+  script = _search_script("sys.modules['pymysql'] = None", f"--workdir={tmp_path / 'w'}",
+                          "--storage=mysql+pymysql://search:secret@db.example/search")
+  out, err = script.communicate(timeout=300)
+  assert script.returncode == 2 and out == ""  # not even the grid
+  assert err == ("error: --storage=mysql+pymysql://search:***@db.example/search: the mysql driver "
+                 "'pymysql' cannot be imported (import of pymysql halted; None in sys.modules); "
+                 "pip install PyMySQL in this environment, or pass a URL whose driver is "
+                 "installed\n")
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_ctrl_c_in_a_worker_is_one_line_and_the_next_worker_resumes_its_candidate(tmp_path):
+  """grid_search.py, its training replaced by the stand-in, stopped by Ctrl-C mid-candidate:
+  one line and exit 130; the trial is failed and its candidate queued again; the report
+  shows the running trial while it runs and the failed one after, never as an accuracy;
+  the rerun resumes the candidate from its checkpoint."""
+  config = search_config(pruner="none", seeds=1)
+  flags = (f"--workdir={tmp_path}", "--config.search.seeds=1")
+  worker = _search_script(_FAKE_TRAINING.format(step_seconds=2.0), *flags)
+  run = runs.Run(tmp_path / "runs" / KEYS[0] / "seed0")
+  deadline = time.time() + 240
+  while (run.latest_step() or 0) < 3 and time.time() < deadline:  # evaluated at step 2
+    time.sleep(0.1)
+  assert (run.latest_step() or 0) >= 3, "the worker reached no step 3 in 240 s"
+  name = study.default_study_name(config)
+  running = _read(config, tmp_path, name)
+  assert 0 < running.trials[0].user_attrs["ema_top1"] < 0.92  # progress so far
+  during = report.markdown(running, str(tmp_path))
+  assert f"| 0 | a1.4_b1.1_g1.1 | 1 | running | - | - | - | on {socket.gethostname()}:" in during
+  worker.send_signal(signal.SIGINT)
+  out, err = worker.communicate(timeout=120)
+  assert worker.returncode == 130, err[-3000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+  assert err.splitlines()[-1] == (
+      "stopped by Ctrl-C during candidate a1.4_b1.1_g1.1 seed 1 (trial 0); the trial is marked "
+      "failed and the next worker retries it; rerun the same command to continue")
+  saved = run.latest_step()
+  stopped = _read(config, tmp_path, name).trials
+  assert [t.state for t in stopped] == [TrialState.FAIL] + [TrialState.WAITING] * 3
+  assert stopped[0].user_attrs["error"] == "stopped by Ctrl-C"
+  assert stopped[3].user_attrs["retry"] == 1 and "ema_top1" not in stopped[3].user_attrs
+  # --report_only after the stop: the failed trial as failed, its retry waiting.
+  reader = _search_script("", *flags, "--report_only")
+  out, err = reader.communicate(timeout=300)
+  assert reader.returncode == 0, err[-3000:]
+  assert "| 0 | a1.4_b1.1_g1.1 | 1 | fail | - | - |" in out and "| stopped by Ctrl-C |" in out
+  assert "| 3 | a1.4_b1.1_g1.1 | 1 | waiting | - | - | - | retry of trial 0 |" in out
+  # The same command again: the retry resumes from the step the stop left.
+  rerun = _search_script(_FAKE_TRAINING.format(step_seconds=0.0), *flags)
+  out, err = rerun.communicate(timeout=300)
+  assert rerun.returncode == 0, err[-3000:]
+  assert f"retry 1 of candidate a1.4_b1.1_g1.1 seed 1, resuming from step {saved}\n" in out
+  assert "best: alpha=1.4, beta=1.1, gamma=1.1 (EMA top-1 0.9200" in out
+  finished = _read(config, tmp_path, name).trials
+  assert [t.state for t in finished] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
 
 
 def test_median_pruner_stops_weak_candidates_keeping_their_last_value(tmp_path):
@@ -349,8 +557,7 @@ def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
       if trial.user_attrs.get("worker", "").split(":")[-1] != str(victim.pid):
         continue
       key = trial.user_attrs["trial_name"]
-      step_file = os.path.join(workdir, "runs", key, "step")
-      if os.path.exists(step_file) and int(open(step_file).read() or 0) >= 3:
+      if (runs.Run(os.path.join(workdir, "runs", key)).latest_step() or 0) >= 3:
         victim.kill()
         killed = key
         break
@@ -365,8 +572,10 @@ def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
   first = next(t for t in of_killed if t.state == TrialState.FAIL)
   assert retry.system_attrs["failed_trial"] == first.number
   assert json.loads(json.dumps(retry.params)) == first.params
+  # The retry started clean: the killed attempt's evaluation at step 2 stayed with it.
+  assert EVAL_EVERY in first.intermediate_values and EVAL_EVERY not in retry.intermediate_values
   # Not one candidate trained twice to the end: the retry resumed from the checkpoint.
-  assert int(open(os.path.join(workdir, "runs", killed, "step")).read()) == STEPS
+  assert runs.Run(os.path.join(workdir, "runs", killed)).latest_step() == STEPS
 
 
 _PROCESS = """
@@ -388,7 +597,6 @@ print(json.dumps(log))
 
 
 def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
-  import socket
   with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -408,9 +616,10 @@ def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
   assert len(trials) == 6  # only process 0 talks to the study
   for trial in trials:  # pruned together: both processes stopped at the same step
     key = trial.user_attrs["trial_name"]
-    steps = [open(os.path.join(workdir, "runs", f"{key}-p{i}", "step")).read() for i in (0, 1)]
+    steps = [runs.Run(os.path.join(workdir, "runs", f"{key}-p{i}")).latest_step()
+             for i in (0, 1)]
     assert steps[0] == steps[1]
-    assert int(steps[0]) == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
+    assert steps[0] == (STEPS if trial.state == TrialState.COMPLETE else EVAL_EVERY)
 
 
 def test_cost_front_by_hand():

@@ -110,3 +110,22 @@ def test_largest_batch_refines_along_the_line(monkeypatch):
   batch, memory = aot.largest_batch(_lite0("bfloat16"), target, probe=64)
   # 16084 / (5280 / 64) = 194.9 -> 192 fits; the line gives 600, which fits.
   assert (batch, compiled) == (600, [64, 192, 600]) and memory.fits()
+
+
+def test_largest_batch_when_no_predicted_batch_fits_is_one_line(monkeypatch):
+  """The probe fits, but the five batches from its prediction down by tenths are all
+  refused (None) or over the chip: one UserError naming the target and the fix."""
+  target = aot.Target("fake", "tpu", "2x2", 4, 16 * 1024 * aot.MiB, "a fake chip")
+
+  def fake_measure(config, target, batch, toolchain=None):
+    if batch != 64:
+      return None if batch % 16 else aot.StepMemory("v5e:2x2", "tpu", batch, 1.0, 0, 0, 0,
+                                                     target.memory_bytes + 1)
+    return aot.StepMemory("v5e:2x2", "tpu", batch, 1.0, 300 * aot.MiB, 0, 0, 64 * aot.MiB)
+
+  monkeypatch.setattr(aot, "measure_with_toolchain", fake_measure)
+  monkeypatch.setitem(aot.TARGETS, "v5e:2x2", target)
+  with pytest.raises(UserError, match=r"lite0 on fake: 64 images per chip fit but none of "
+                                      r"\d+(, \d+){4} did; .*--per_chip_batch") as error:
+    aot.largest_batch(_lite0("bfloat16"), target, probe=64)
+  assert "\n" not in str(error.value)

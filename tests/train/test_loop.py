@@ -158,7 +158,7 @@ def test_two_processes_train_and_checkpoint(digits_dir, tmp_path):
 
 def _complete(workdir, step):
   directory = os.path.join(workdir, "checkpoints", str(step))
-  return os.path.isdir(os.path.join(directory, "model")) and os.path.exists(
+  return os.path.isdir(os.path.join(directory, "state")) and os.path.exists(
       os.path.join(directory, "_CHECKPOINT_METADATA"))
 
 

@@ -1,11 +1,15 @@
 """The malloc settings of `configure_process`: a program re-executes itself once under glibc's
 tunables (big blocks on huge pages, returned on free; the rest kept), falls back to mallopt
-where it cannot, and importing effnetlite alone leaves the allocator alone."""
+where it cannot, and importing effnetlite alone leaves the allocator alone. The processes a
+tuned program starts get the user's GLIBC_TUNABLES, not ours."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
-from helpers import run_python
+from helpers import PYTHONPATH, ROOT, run_python
 
 from effnetlite.utils import allocator
 
@@ -23,7 +27,8 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
   step(a, b).block_until_ready()
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
-print(json.dumps({{"faults": faults, "pid": os.getpid(),
+from effnetlite.utils import allocator
+print(json.dumps({{"faults": faults, "pid": os.getpid(), "tuned": allocator.tunables_active(),
                   "tunables": os.environ.get("GLIBC_TUNABLES", "")}}))
 """
 PAGES = 80 * 2**20 // 4096  # of the temporary, in 4 KiB pages
@@ -42,7 +47,7 @@ def _run(setup: str, tuning: str = "1") -> dict:
 def test_configured_program_reexecutes_once_and_maps_big_blocks_on_huge_pages():
   run = _run("import os; pid = os.getpid(); effnetlite.configure_process(); "
              "assert os.getpid() == pid")
-  assert run["tunables"] == allocator.tunables_value("")
+  assert run["tuned"] and run["tunables"] == ""  # the user's (empty) value is back
   # 80 MB in 2 MiB pages: 40 faults a call where 4 KiB pages take 20,480 (plus up to 1,022
   # small pages at the ends of a mapping that is not 2 MiB-aligned).
   assert run["faults"] < PAGES / 10
@@ -58,7 +63,7 @@ def test_without_the_call_or_opted_out_every_call_faults_its_temporary_in():
 @needs_glibc
 def test_where_it_cannot_reexecute_mallopt_keeps_freed_blocks():
   run = _run("import sys; sys.modules['IPython'] = sys; effnetlite.configure_process()")
-  assert run["tunables"] == ""  # a notebook's kernel is not restarted
+  assert run["tunables"] == "" and not run["tuned"]  # a notebook's kernel is not restarted
   assert run["faults"] < PAGES / 20
 
 
@@ -73,3 +78,30 @@ def test_users_own_tunables_are_kept():
 def test_opt_out_leaves_the_allocator_alone(monkeypatch):
   monkeypatch.setenv("EFFNETLITE_MALLOC_TUNING", "0")
   assert allocator.tune_in_process() is False
+
+
+# What a child process of a configured program sees of the allocator's variables.
+_CHILD = """
+import json, os, subprocess, sys
+import effnetlite
+effnetlite.configure_process()
+from effnetlite.utils import allocator
+child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps("
+                        "{k: v for k, v in os.environ.items() if 'TUNABLES' in k}))"],
+                       capture_output=True, text=True, check=True)
+print(json.dumps({"tuned": allocator.tunables_active(), "child": json.loads(child.stdout)}))
+"""
+
+
+@needs_glibc
+@pytest.mark.skipif(not allocator.transparent_huge_pages(), reason="kernel without THP")
+@pytest.mark.parametrize("users", [None, "glibc.pthread.rseq=0"])
+def test_child_processes_get_the_users_tunables_not_ours(users):
+  env = {k: v for k, v in os.environ.items() if "TUNABLES" not in k}
+  env.update(PYTHONPATH=PYTHONPATH, **({"GLIBC_TUNABLES": users} if users is not None else {}))
+  result = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+  assert result.returncode == 0, result.stderr
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["tuned"]  # the program itself runs under ours
+  assert report["child"] == ({} if users is None else {"GLIBC_TUNABLES": users})

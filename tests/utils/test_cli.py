@@ -206,3 +206,28 @@ def test_help_lists_the_commands_own_flags(script, tmp_path):
   assert result.returncode == 0, result.stderr
   for flag in OWN_FLAGS[script]:
     assert flag in result.stdout, f"{script} --help lacks {flag}:\n{result.stdout}"
+
+
+_SIDE_EFFECT_CONFIG = """
+import os
+with open(os.environ["EVALUATIONS"], "a", encoding="utf-8") as handle:
+  handle.write(f"{os.getpid()}\\n")
+from effnetlite.config import base_config
+
+def get_config():
+  return base_config("lite0")
+"""
+
+
+def test_a_config_file_is_evaluated_once_per_command(tmp_path):
+  """The malloc re-exec comes before flags parse: a config file with a side effect (this one
+  appends a line to a file) runs once, in the process that runs the command."""
+  (tmp_path / "counting.py").write_text(_SIDE_EFFECT_CONFIG)
+  evaluations = tmp_path / "evaluations"
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "config_keys.py"), "--config=counting.py"],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, EVALUATIONS=str(evaluations)))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "model.width" in result.stdout
+  assert len(evaluations.read_text().splitlines()) == 1

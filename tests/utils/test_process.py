@@ -140,6 +140,7 @@ def test_filter_drops_exactly_the_known_native_lines():
 _LOUD = """
 import os, sys, effnetlite
 effnetlite.configure_process(malloc_tuning=False, verbose={verbose})
+import ai_edge_litert  # a package that prints native lines: the filter starts with it
 for line in {lines!r}:
   os.write(2, line)  # what C++ does: straight to file descriptor 2
 print("stdout", flush=True)
@@ -171,6 +172,7 @@ def test_errors_tracebacks_and_warnings_still_reach_stderr():
 _CAPTURED = """
 import os, sys, effnetlite
 effnetlite.configure_process(malloc_tuning=False)  # as tests/conftest.py does
+import ai_edge_litert  # the filter starts (with -s) as the first noisy package loads
 os.write(2, {noise!r} + b"native, outside any test\\n")
 
 def test_capfd(capfd):
@@ -198,6 +200,112 @@ def test_pytest_capture_works_beside_the_filter(capture, tmp_path):
   if capture == "no":
     assert "native, outside any test" in result.stderr
     assert "XNNPACK" not in result.stderr
+
+
+_PUMP = """
+import os, signal, effnetlite
+from effnetlite.utils import stderr_filter
+effnetlite.configure_process(malloc_tuning=False)
+started_before = stderr_filter._installed is not None
+import ai_edge_litert
+print(started_before, stderr_filter._installed.pump.pid, flush=True)
+if {kill}:
+  os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+      return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("kill", [False, True])
+def test_the_filter_starts_with_a_noisy_package_and_ends_with_the_command(kill):
+  """No pump beside a program that loads no package printing native noise; once one loads,
+  the pump ends with the program, also when the program is killed."""
+  import time
+  result = run_python(_PUMP.format(kill=kill))
+  assert result.returncode == (-9 if kill else 0), result.stderr
+  started_before, pid = result.stdout.split()
+  assert started_before == "False"
+  deadline = time.monotonic() + 10
+  while _alive(int(pid)) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  assert not _alive(int(pid))
+
+
+# Everything a library could change for the whole process.
+_GLOBALS = """
+import json, logging, os, signal, sys, threading
+
+def snapshot():
+  return {"excepthook": repr(sys.excepthook), "unraisablehook": repr(sys.unraisablehook),
+          "threading.excepthook": repr(threading.excepthook),
+          "SIGINT": repr(signal.getsignal(signal.SIGINT)),
+          "SIGTERM": repr(signal.getsignal(signal.SIGTERM)), "environ": dict(os.environ),
+          "stderr": repr(sys.stderr), "meta_path": [repr(f) for f in sys.meta_path],
+          "disabled_loggers": sorted(name for name, logger in logging.root.manager.loggerDict
+                                     .items() if getattr(logger, "disabled", False))}
+"""
+_LIBRARY = ("effnetlite.train.loop", "effnetlite.weights.checkpoints",
+            "effnetlite.evaluation.evaluate_weights")
+# The packages the library loads (theirs to configure at import), by top-level name.
+_THIRD_PARTY = """
+import importlib, json, sys
+for name in {library!r}:
+  importlib.import_module(name)
+loaded = {{name.split(".")[0] for name in sys.modules}} - {{"effnetlite", "__main__"}}
+print(json.dumps(sorted(loaded)))
+"""
+# A failed read of a damaged checkpoint: the one library call that silences tracebacks.
+_IMPORT_AND_CALL = """
+import contextlib, glob, importlib
+for name in {third_party!r}:  # their own import-time settings are theirs: loaded first
+  with contextlib.suppress(Exception):
+    importlib.import_module(name)
+before = snapshot()
+for name in {library!r}:
+  importlib.import_module(name)
+imported = snapshot()
+import jax, numpy as np, orbax.checkpoint as ocp
+from effnetlite.weights import checkpoints
+rng = np.random.default_rng(0)
+tree = {{f"w{{i}}": rng.random((256, 1024), np.float32) for i in range(8)}}
+saver = ocp.StandardCheckpointer()
+saver.save({directory!r}, tree)
+saver.wait_until_finished()
+data = max(glob.glob({directory!r} + "/ocdbt.process_0/d/*"), key=os.path.getsize)
+os.truncate(data, os.path.getsize(data) // 2)
+try:
+  with checkpoints._quiet_read_failures():
+    saver.restore({directory!r}, jax.tree.map(ocp.utils.to_shape_dtype_struct, tree))
+except Exception as error:
+  print("read failed:", type(error).__name__, file=sys.stderr)
+called = snapshot()
+print(json.dumps({{"before": before, "imported": imported, "called": called}}))
+"""
+
+
+def test_library_imports_and_calls_change_no_process_setting(tmp_path):
+  """Hooks, signal handlers, the environment, stderr, import hooks and logging stay as the
+  program set them: only `configure_process` (the commands' entry point) changes them."""
+  third_party = run_python(_THIRD_PARTY.format(library=_LIBRARY))
+  assert third_party.returncode == 0, third_party.stderr[-3000:]
+  result = run_python(_GLOBALS + _IMPORT_AND_CALL.format(
+      third_party=json.loads(third_party.stdout.strip().splitlines()[-1]), library=_LIBRARY,
+      directory=str(tmp_path / "checkpoint")))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "read failed:" in result.stderr, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, (
+      result.stderr[-3000:])
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  for stage in ("imported", "called"):
+    for name, value in report["before"].items():
+      assert report[stage][name] == value, (stage, name)
 
 
 _DEMO = os.path.join(ROOT, "configs", "demo.py")

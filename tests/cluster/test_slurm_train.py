@@ -1,0 +1,174 @@
+"""The README's SLURM training script (scripts/slurm/train.sbatch), submitted for real.
+
+Two tasks form one JAX run (jax.distributed from SLURM's environment, gloo collectives on
+CPU) that prints each message once; `scontrol requeue` mid-run stops both tasks at one
+step, saves it once, and the released rerun resumes from exactly that step to the same
+parameters as an uninterrupted job; USR1 before the time limit makes the script requeue
+itself. The script is submitted as users submit it: its own #SBATCH lines, the training
+pointed at a tiny config through its environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import PYTHONPATH, ROOT, tiny_config
+
+pytestmark = pytest.mark.slurm
+
+SCRIPT = pathlib.Path(ROOT, "scripts", "slurm", "train.sbatch")
+STEPS = 80  # long enough that a requeue after the first step lands mid-run
+STOP_LINE = (r"^stopped by (SIG\w+) at step (\d+); checkpoint saved; rerun the same command "
+             r"to resume$")
+# A 2-task job: JAX start-up, the gloo rendezvous and compilation (cached after the first
+# job) take 30-130 s on two loaded cores, the steps about one a second.
+JOB_SECONDS = 600
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> str:
+  """The bundled digits, prepared once here: the jobs only read them."""
+  from effnetlite.data import sources
+  directory = str(tmp_path_factory.mktemp("tfds"))
+  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
+  return directory
+
+
+def _submit(cluster, workdir: pathlib.Path, digits_dir: str, steps: int = STEPS,
+            sbatch_args: tuple[str, ...] = ()):
+  """train.sbatch as a user submits it from the repository, its training made tiny through
+  the script's environment variables; the log beside the workdir."""
+  flags = ["--config.model.resolution=32", "--config.batch_size=16",
+           "--config.eval_batch_size=64", f"--config.max_steps={steps}",
+           "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
+           f"--config.dataset.data_dir={digits_dir}"]
+  env = {"PYTHON": sys.executable, "TRAIN_CONFIG": "configs/demo.py",
+         "TRAIN_WORKDIR": str(workdir), "TRAIN_FLAGS": " ".join(flags),
+         "JAX_PLATFORMS": "cpu", "PYTHONPATH": PYTHONPATH}
+  return cluster.submit(SCRIPT.read_text(), cwd=ROOT, env=env, sbatch_args=sbatch_args,
+                        output=workdir.parent / f"{workdir.name}.out", name=workdir.name)
+
+
+def _final_params(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """The raw and EMA variables of the run's newest step, flattened."""
+  from flax import traverse_util
+
+  from effnetlite.weights import checkpoints
+  _, _, stored = checkpoints.read_newest(str(workdir))
+  return traverse_util.flatten_dict(stored, sep="/")
+
+
+def _steps(workdir: pathlib.Path) -> list[int]:
+  """The complete checkpoint steps (orbax renames a step's folder when it is committed)."""
+  return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+
+
+def _assert_equal_params(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+  assert sorted(ours) == sorted(reference)
+  for key, value in reference.items():
+    np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(value), err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster, digits_dir, tmp_path_factory):
+  """A 2-task job trained straight to STEPS: the reference for the stopped ones, whose steps
+  are 2-process steps too (1 and 2 processes reduce gradients in another order)."""
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  job = _submit(slurm_cluster, workdir, digits_dir)
+  result = job.wait(timeout=JOB_SECONDS)
+  assert (result.state, result.exit_code) == ("COMPLETED", 0), job.describe()
+  return job, workdir
+
+
+def test_two_tasks_form_one_run_that_prints_each_message_once(uninterrupted):
+  """Two tasks are one JAX run: one checkpoint written by both processes (orbax keeps one
+  ocdbt folder per process), every message printed once, by process 0."""
+  job, workdir = uninterrupted
+  log = job.read_log()
+  assert "Traceback" not in log, job.describe()
+  assert re.findall(r"^job \d+ on \S+: SLURM_RESTART_COUNT=(\d+)", log, re.MULTILINE) == ["0"]
+  assert len(re.findall(r"^classes: 0 0, 1 1, 2 2, 3 3, 4 4, 5 5, 6 6, 7 7, 8 8, 9 9$", log,
+                        re.MULTILINE)) == 1, job.describe()
+  assert len(re.findall(r"first step done [\d.]+ s after the start", log)) == 1, job.describe()
+  assert len(re.findall(rf"step {STEPS}: top-1 [\d.]+ \(EMA [\d.]+\) on 359 images", log)) == 1
+  assert _steps(workdir) == [STEPS]
+  state = workdir / "checkpoints" / str(STEPS) / "state"
+  assert sorted(path.name for path in state.glob("ocdbt.process_*")) == [
+      "ocdbt.process_0", "ocdbt.process_1"]
+  with open(workdir / "final_metrics.json") as handle:
+    assert json.load(handle)["step"] == STEPS
+
+
+def test_a_requeued_job_resumes_from_the_step_its_stop_saved(slurm_cluster, digits_dir,
+                                                             uninterrupted, tmp_path):
+  """`scontrol requeue` mid-run: both tasks stop at one step N, which is saved once and
+  said once; the released rerun (SLURM_RESTART_COUNT=1) resumes from N, finishes, and its
+  parameters equal the uninterrupted job's bit for bit."""
+  workdir = tmp_path / "run"
+  job = _submit(slurm_cluster, workdir, digits_dir)
+  started = job.wait_for_log(r"first step done", timeout=JOB_SECONDS)
+  job.requeue()
+  stop = job.wait_for_log(STOP_LINE, timeout=120, start=started.end())
+  signal_name, step = stop.group(1), int(stop.group(2))
+  job.wait_for_state("PENDING", timeout=120)
+  first_run = job.read_log()
+  assert signal_name == "SIGTERM"
+  assert 1 <= step < STEPS, job.describe()
+  assert len(re.findall(STOP_LINE, first_run, re.MULTILINE)) == 1, job.describe()
+  assert re.search(r"tasks 0-1: Exited with exit code 143$", first_run, re.MULTILINE), \
+      job.describe()
+  assert _steps(workdir) == [step]  # one checkpoint, the stop's, written by both processes
+  assert sorted(path.name for path in (workdir / "checkpoints" / str(step) / "state").glob(
+      "ocdbt.process_*")) == ["ocdbt.process_0", "ocdbt.process_1"]
+
+  job.release()
+  rerun = job.wait_for_log(r"^job \d+ on \S+: SLURM_RESTART_COUNT=1 ", timeout=120,
+                           start=stop.end())
+  resumed = job.wait_for_log(r"^resuming from step (\d+) ", timeout=JOB_SECONDS,
+                             start=rerun.end())
+  assert int(resumed.group(1)) == step
+  result = job.wait(timeout=JOB_SECONDS)
+  assert (result.state, result.exit_code) == ("COMPLETED", 0), job.describe()
+  assert job.restarts == 1
+  second_run = job.read_log()[rerun.start():]
+  assert "Traceback" not in second_run and not re.search(STOP_LINE, second_run, re.MULTILINE)
+  assert _steps(workdir) == [step, STEPS]
+  _assert_equal_params(_final_params(workdir), _final_params(uninterrupted[1]))
+
+
+def test_usr1_before_the_time_limit_requeues_the_job(slurm_cluster, digits_dir, tmp_path):
+  """`--time` with `--signal=USR1@N`: SLURM warns the tasks, they stop at one step and save
+  it (exit 138), the script requeues the job itself, and the rerun, with
+  SLURM_RESTART_COUNT=1, resumes from that step. The controller looks at time limits every
+  30 s, so the warning comes 0-30 s after the limit minus N: here 180-210 s into the job,
+  after start-up (30-130 s here, compilation cached by the jobs before). The rerun gets a longer limit (as an admin's `scontrol update` would) and
+  finishes the job."""
+  workdir = tmp_path / "run"
+  steps = 100_000  # still training when the warning comes, whatever this machine's speed
+  job = _submit(slurm_cluster, workdir, digits_dir, steps=steps,
+                sbatch_args=("--time=5", "--signal=USR1@120"))
+  stop = job.wait_for_log(STOP_LINE, timeout=420)
+  signal_name, step = stop.group(1), int(stop.group(2))
+  assert signal_name == "SIGUSR1", job.describe()
+  requeued = job.wait_for_log(rf"^stopped before the time limit; requeueing job {job.job_id}$",
+                              timeout=60, start=stop.end())
+  job.wait_for_state("PENDING", timeout=120)
+  assert _steps(workdir) == [step]
+  assert len(re.findall(STOP_LINE, job.read_log(), re.MULTILINE)) == 1, job.describe()
+  # The rerun: long enough to finish a short remainder (max_steps can only grow on resume).
+  subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "TimeLimit=30"], check=True,
+                 timeout=30)
+  job.release()
+  rerun = job.wait_for_log(r"^job \d+ on \S+: SLURM_RESTART_COUNT=1 ", timeout=120,
+                           start=requeued.end())
+  resumed = job.wait_for_log(r"^resuming from step (\d+) ", timeout=JOB_SECONDS,
+                             start=rerun.end())
+  assert int(resumed.group(1)) == step
+  job.cancel()  # 100,000 steps: the resume is what this test is about
