@@ -335,12 +335,6 @@ def check_weights(weights: str, what: str = "--weights", tflite: bool = False) -
   if path.endswith(".tflite") and not tflite:
     raise UserError(f"{what}={weights} is a TFLite file; this command needs JAX weights "
                     "(a training run directory, a .pth/.safetensors file or 'pretrained')")
-  if os.path.isdir(path):
-    from effnetlite import runs  # runs reads configs through this module
-    try:
-      runs.run_weights(path)
-    except UserError as error:
-      raise UserError(f"{what}={weights}: {error}") from None
   return path
 
 

@@ -197,19 +197,3 @@ def test_an_npu_latency_target_needs_int8_latencies():
     validation.validate_config(config, search=True)
   config.search.latency_target = "litert"
   validation.validate_config(config, search=True)
-
-
-def test_weights_inside_a_run_take_only_the_documented_forms(tmp_path):
-  from effnetlite import runs
-  run = runs.Run(str(tmp_path / "run"))
-  run.save_config(base_config())
-  os.makedirs(os.path.join(run.checkpoints_dir, "4"))
-  os.makedirs(run.tensorboard_dir)
-  assert validation.check_weights(os.path.join(run.path, "checkpoints", "4")) == os.path.join(
-      run.path, "checkpoints", "4")
-  with pytest.raises(UserError) as error:
-    validation.check_weights(run.tensorboard_dir)
-  assert str(error.value) == (
-      f"--weights={run.tensorboard_dir}: {run.tensorboard_dir} lies inside run {run.path} but "
-      "names no weights; pass one of RUN, RUN/checkpoints, RUN/checkpoints/STEP, RUN/best or "
-      "RUN/best/STEP")

@@ -2,7 +2,7 @@
 
 JAX -> jax2tf (native serialisation) -> tf.function with a fixed signature ->
 TFLiteConverter, which lowers the StableHLO to TFLite builtins only. The graph
-is traced with `depthwise="conv"`, `pointwise="conv"` so that it becomes
+is traced with `nn.backend.EXPORTABLE` (the plain convolutions) so that it becomes
 DEPTHWISE_CONV_2D / CONV_2D whatever implementation training used. Export
 knows nothing of training: it takes a module and its inference variables.
 """

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from effnetlite import quant, runs
 from effnetlite.data import pipeline, sources
 from effnetlite.data.preprocessing import normalize
-from effnetlite.errors import UserError
+from effnetlite.errors import UserError, warn
 from effnetlite.evaluation import jax_eval
 from effnetlite.nn import backend as backend_lib
 from effnetlite.train import actions, initial_state, metrics_writer, steps, stop
@@ -46,12 +46,25 @@ def initialize_distributed() -> None:
   if jax.distributed.is_initialized():
     return
   env = os.environ
-  if "JAX_COORDINATOR_ADDRESS" in env:
-    if env.get("JAX_PLATFORMS", "cpu").startswith("cpu"):
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  explicit = "JAX_COORDINATOR_ADDRESS" in env
+  tasks = int(env.get("SLURM_NTASKS") or 1)
+  if not explicit and tasks <= 1:
+    return
+  if not explicit and "SLURM_STEP_NODELIST" not in env:  # what JAX reads: set by srun only
+    warn(f"SLURM_NTASKS={tasks}, but this process was not started by srun: it trains alone; "
+         "run `srun python ...` in the batch script for one process per task")
+    return
+  # CPU arrays spanning processes need cross-process collectives, in a SLURM job as with
+  # explicit addresses: gloo, JAX 0.10's default, set for older JAX whose default was none
+  # (the first all-reduce failed); a choice of the user's (JAX_CPU_COLLECTIVES_IMPLEMENTATION
+  # =mpi) stands. It concerns the CPU backend only.
+  if (env.get("JAX_PLATFORMS", "cpu").startswith("cpu")
+      and not env.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION")):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
     jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
                                int(env["JAX_PROCESS_ID"]))
-  elif "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+  else:  # SLURM: coordinator, process count and rank from the job's environment
     jax.distributed.initialize()
 
 

@@ -50,7 +50,13 @@ class _WeightsParser(flags.ArgumentParser):
     self.tflite = tflite
 
   def parse(self, argument: str) -> str:
-    return validation.check_weights(argument, tflite=self.tflite)
+    path = validation.check_weights(argument, tflite=self.tflite)
+    if os.path.isdir(path):  # inside a run: one of the documented forms
+      try:
+        runs.run_weights(path)
+      except UserError as error:
+        raise UserError(f"--weights={argument}: {error}") from None
+    return path
 
   def flag_type(self) -> str:
     return "weights"

@@ -40,8 +40,8 @@ def compute_dtype(name: str) -> Any:
 
 def module_from_config(config: ml_collections.ConfigDict, platform: str | None = None,
                        **overrides: Any) -> EfficientNetLite:
-  """The Flax module a full config describes (`overrides`, module fields with concrete
-  values, win: e.g. depthwise='conv'): EfficientNetLite, or with `config.quantization.qat`
+  """The Flax module a full config describes (`overrides`, module fields, win: e.g.
+  depthwise='conv' or 'auto'): EfficientNetLite, or with `config.quantization.qat`
   its int8 twin (`effnetlite.quant.model.QuantizedEfficientNetLite`), which reads the same
   variables.
 
@@ -53,6 +53,10 @@ def module_from_config(config: ml_collections.ConfigDict, platform: str | None =
   if config.dataset.num_classes == runs.FROM_DATA:
     raise UserError("config.dataset.num_classes=-1 (the training data's count) is unresolved "
                     "here; build the model from a training run or set a class count")
+  formulations = {k: overrides.pop(k) for k in ("depthwise", "pointwise") if k in overrides}
+  if formulations:  # 'auto' and bad values as from the config: one way to resolve them
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.update(formulations)
   backend = resolve_backend(config, platform)
   kwargs = dict(
       width=model.width, depth=model.depth, num_classes=config.dataset.num_classes,

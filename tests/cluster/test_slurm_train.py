@@ -70,6 +70,18 @@ def _steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
 
 
+def _exit_codes(log: str) -> dict[int, int]:
+  """Each task's exit status from srun's lines ("task 1: Exited with exit code 143", or
+  "tasks 0-1: ..." when they ended together)."""
+  codes = {}
+  for tasks, code in re.findall(r"^srun: error: \S+: tasks? ([\d,-]+): Exited with exit code "
+                                r"(\d+)$", log, re.MULTILINE):
+    for part in tasks.split(","):
+      first, _, last = part.partition("-")
+      codes.update({task: int(code) for task in range(int(first), int(last or first) + 1)})
+  return codes
+
+
 def _assert_equal_params(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
   assert sorted(ours) == sorted(reference)
   for key, value in reference.items():
@@ -122,8 +134,7 @@ def test_a_requeued_job_resumes_from_the_step_its_stop_saved(slurm_cluster, digi
   assert signal_name == "SIGTERM"
   assert 1 <= step < STEPS, job.describe()
   assert len(re.findall(STOP_LINE, first_run, re.MULTILINE)) == 1, job.describe()
-  assert re.search(r"tasks 0-1: Exited with exit code 143$", first_run, re.MULTILINE), \
-      job.describe()
+  assert _exit_codes(first_run) == {0: 143, 1: 143}, job.describe()  # before KillWait's SIGKILL
   assert _steps(workdir) == [step]  # one checkpoint, the stop's, written by both processes
   assert sorted(path.name for path in (workdir / "checkpoints" / str(step) / "state").glob(
       "ocdbt.process_*")) == ["ocdbt.process_0", "ocdbt.process_1"]
@@ -162,6 +173,7 @@ def test_usr1_before_the_time_limit_requeues_the_job(slurm_cluster, digits_dir, 
   job.wait_for_state("PENDING", timeout=120)
   assert _steps(workdir) == [step]
   assert len(re.findall(STOP_LINE, job.read_log(), re.MULTILINE)) == 1, job.describe()
+  assert _exit_codes(job.read_log()) == {0: 138, 1: 138}, job.describe()
   # The rerun: long enough to finish a short remainder (max_steps can only grow on resume).
   subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "TimeLimit=30"], check=True,
                  timeout=30)
@@ -172,3 +184,19 @@ def test_usr1_before_the_time_limit_requeues_the_job(slurm_cluster, digits_dir, 
                              start=rerun.end())
   assert int(resumed.group(1)) == step
   job.cancel()  # 100,000 steps: the resume is what this test is about
+
+
+def test_python_without_srun_in_a_2_task_job_trains_alone_and_says_so(slurm_cluster, tmp_path):
+  """A batch script that runs python itself, not through srun, in a 2-task job: SLURM_NTASKS
+  says 2 but there is no step for JAX to read (SLURM_STEP_NODELIST), so the process does not
+  wait for a partner that never comes; it runs alone and says how to get one per task."""
+  code = ("from effnetlite.train.loop import initialize_distributed; initialize_distributed(); "
+          "import jax; print('processes:', jax.process_count())")
+  job = slurm_cluster.submit(f"{sys.executable} -c \"{code}\"\n", cwd=ROOT,
+                             env={"JAX_PLATFORMS": "cpu", "PYTHONPATH": PYTHONPATH},
+                             sbatch_args=["--ntasks=2"], output=tmp_path / "job.out")
+  result = job.wait(timeout=300)
+  assert (result.state, result.exit_code) == ("COMPLETED", 0), job.describe()
+  assert job.read_log().splitlines() == [
+      "warning: SLURM_NTASKS=2, but this process was not started by srun: it trains alone; "
+      "run `srun python ...` in the batch script for one process per task", "processes: 1"]

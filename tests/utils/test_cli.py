@@ -231,3 +231,17 @@ def test_a_config_file_is_evaluated_once_per_command(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "model.width" in result.stdout
   assert len(evaluations.read_text().splitlines()) == 1
+
+
+def test_weights_inside_a_run_take_only_the_documented_forms(tmp_path):
+  from effnetlite import runs
+  from effnetlite.config import base_config
+  run = runs.Run(str(tmp_path / "run"))
+  run.save_config(base_config())
+  os.makedirs(os.path.join(run.checkpoints_dir, "4"))
+  os.makedirs(run.tensorboard_dir)
+  _assert_one_line_error(
+      _run(EVAL, "--weights=run/tensorboard", cwd=str(tmp_path)),
+      f"--weights=run/tensorboard: {run.tensorboard_dir} lies inside run {run.path} but names "
+      "no weights; pass one of RUN, RUN/checkpoints, RUN/checkpoints/STEP, RUN/best or "
+      "RUN/best/STEP")
