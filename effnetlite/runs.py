@@ -184,13 +184,6 @@ class Run:
     with open(self.file(self.HISTORY), "a", encoding="utf-8") as handle:
       handle.write(json.dumps(row) + "\n")
 
-  def history(self) -> list[dict[str, Any]]:
-    path = self.file(self.HISTORY)
-    if not os.path.isfile(path):
-      return []
-    with open(path, encoding="utf-8") as handle:
-      return [json.loads(line) for line in handle if line.strip()]
-
   # What a finished run leaves.
   def final_metrics(self) -> dict[str, Any] | None:
     """The finished run's final metrics, or None (not finished, or unreadable)."""
@@ -238,9 +231,13 @@ class RunLock:
     except (OSError, ValueError, KeyError):
       return "a process that has not yet written its name"
 
-  def acquire(self) -> None:
+  def acquire(self, record: bool = True) -> None:
+    """Takes the lock, or raises naming its holder; `record=False` writes nothing (a probe
+    that releases at once)."""
     import fcntl
     import socket
+    if not record and not os.path.exists(self.run.lock_file):
+      return  # never held: a probe creates nothing
     os.makedirs(self.run.path, exist_ok=True)
     handle = open(self.run.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held open
     try:
@@ -253,12 +250,13 @@ class RunLock:
       raise RunLockedError(
           f"workdir {self.run.path} is being written by another live run ({self.holder()}); "
           f"wait for it to finish or stop it, or pass another {self._where()}") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-    handle.flush()
     self._handle = handle
+    if record:
+      handle.seek(0)
+      handle.truncate()
+      handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                               "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+      handle.flush()
 
   def _where(self) -> str:
     return "--workdir to train.py" if self.command == "train.py" else (

@@ -128,13 +128,19 @@ def _prepare(builder, dataset_config: ml_collections.ConfigDict, name: str) -> N
   take a file lock beside the data; the first prepares, the others wait and read it.
   """
   import filelock
+  if builder.is_prepared():  # a shared, read-only copy needs no lock
+    return
   lock = os.path.join(_data_dir(dataset_config), f".{builder.name}.prepare.lock")
-  os.makedirs(os.path.dirname(lock), exist_ok=True)
-  with filelock.FileLock(lock):
-    if builder.is_prepared():  # by another process meanwhile: this builder's info is stale
-      builder.info.read_from_directory(builder.data_dir)
-      return
-    _prepare_now(builder, dataset_config, name)
+  try:
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with filelock.FileLock(lock):
+      if builder.is_prepared():  # by another process meanwhile: this builder's info is stale
+        builder.info.read_from_directory(builder.data_dir)
+        return
+      _prepare_now(builder, dataset_config, name)
+  except PermissionError as error:
+    raise DataError(f"dataset {name!r} is not prepared and {error.filename} is not writable; "
+                    "set config.dataset.data_dir to a folder you can write to") from None
 
 
 def _prepare_now(builder, dataset_config: ml_collections.ConfigDict, name: str) -> None:

@@ -92,6 +92,14 @@ def patches_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   return pointwise_dot(jnp.concatenate(taps, axis=-1), kernel.reshape(k * k * channels, features))
 
 
+def _check_concrete(impl: str, choices: tuple[str, ...]) -> None:
+  """Layers take the formulation `effnetlite.nn.backend.resolve_backend` chose, never
+  'auto' or a misspelling (which would otherwise run the plain convolution unnoticed)."""
+  if impl not in choices:
+    raise ValueError(f"layer formulation {impl!r} is not one of {choices}; resolve it with "
+                     "effnetlite.nn.backend.resolve_backend")
+
+
 class DepthwiseConv(nn.Module):
   """k x k depthwise convolution, TF 'SAME' padding, no bias."""
   kernel_size: int
@@ -105,6 +113,7 @@ class DepthwiseConv(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", conv_kernel_init(k * k), (k, k, 1, channels), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    _check_concrete(self.impl, ("conv", "shifted"))
     if self.impl == "shifted":
       return checkpoint_name(depthwise_shifted(x, kernel, self.stride), CONV_OUTPUT)
     return checkpoint_name(lax.conv_general_dilated(
@@ -126,6 +135,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", conv_kernel_init(k * k * self.features),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    _check_concrete(self.impl, ("conv", "dot"))
     if self.impl == "dot":
       if k == 1 and self.stride == 1:
         return checkpoint_name(pointwise_dot(x, kernel[0, 0]), CONV_OUTPUT)

@@ -345,8 +345,8 @@ LOCK_POLL_SECONDS = 10.0
 
 
 def _train_when_free(train: Trainer, config: ml_collections.ConfigDict,
-                     run_dir: str, on_eval: Callable[[int, dict[str, float]], None]
-                     ) -> dict[str, float]:
+                     run_dir: str, on_eval: Callable[[int, dict[str, float]], None],
+                     say: bool = True) -> dict[str, float]:
   """`train`, once no other worker holds the run: a retry can race a live worker whose
   heartbeat came late. Waiting, not failing: when the holder ends, its run is finished (read
   back at once) or resumable, and a holder that dies releases the lock with it."""
@@ -355,7 +355,7 @@ def _train_when_free(train: Trainer, config: ml_collections.ConfigDict,
     try:
       return train(config, run_dir, on_eval)
     except runs.RunLockedError:
-      if not waiting:
+      if say and not waiting:
         print(f"{run_dir} is being trained by another worker "
               f"({runs.RunLock(runs.Run(run_dir)).holder()}); waiting for it", flush=True)
         waiting = True
@@ -607,7 +607,7 @@ def _follow(config: ml_collections.ConfigDict, workdir: str, train: Trainer) -> 
   while (index := _broadcast(0)) >= 0:
     candidate, seed = units[index]
     try:
-      train(seeded_config(config, candidate, seed), run_directory(workdir, candidate.key, seed),
-            on_eval)
+      _train_when_free(train, seeded_config(config, candidate, seed),  # as process 0 does
+                       run_directory(workdir, candidate.key, seed), on_eval, say=False)
     except optuna.TrialPruned:
       pass

@@ -163,10 +163,9 @@ class SaveCheckpoint:
         manager, total_steps, config, throughput)
 
   def __call__(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
-    is_last = step == self.total_steps
-    if is_last or self.manager.should_save(step):
+    if step == self.total_steps or self.manager.should_save(step):  # the policy asked once
       with self.throughput.paused():
-        checkpoints.save(self.manager, step, state, self.config.to_dict(), force=is_last)
+        checkpoints.save(self.manager, step, state, self.config.to_dict(), force=True)
 
 
 class StopOnRequest:

@@ -33,6 +33,9 @@ HONOURED_ON_RESUME = (
     "checkpoint_every_minutes", "keep_checkpoints", "init_from", "model.name",
     "model.depthwise", "model.pointwise", "rematerialize", "dataset.eval_split",
     "model.eval_crop_fraction", "accept_changes_on_resume")
+# Keys that change what a checkpoint's train state holds (the optimizer's state): no opt-in
+# resumes across them, a new run starts from the weights.
+STATE_KEYS = ("optimizer.name",)
 # The training length: honoured unless the schedule's shape depends on the total.
 LENGTH_KEYS = ("num_epochs", "max_steps")
 SCHEDULES_OF_THE_TOTAL = ("cosine",)
@@ -61,6 +64,13 @@ def check_resume(run: runs.Run, previous: ml_collections.ConfigDict,
              if key not in HONOURED_ON_RESUME and not (
                  key in LENGTH_KEYS and (config.optimizer.schedule not in SCHEDULES_OF_THE_TOTAL
                                          or same_total))]
+  structural = [c for c in refused if c[0] in STATE_KEYS]
+  if structural:
+    key, old, new = structural[0]
+    raise UserError(
+        f"resuming {run.path} would change config.{key} from {old!r} to {new!r}, and its "
+        f"checkpoints hold the state of the {old!r} optimizer; pass a new --workdir, or start "
+        f"a new run from these weights with --config.init_from={run.path}")
   if refused and not config.accept_changes_on_resume:
     key, old, new = refused[0]
     why = (f" (the {config.optimizer.schedule} schedule depends on the total)"

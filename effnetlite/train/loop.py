@@ -35,8 +35,6 @@ from effnetlite.utils.progress import progress_bar
 from effnetlite.validation import validate_config
 from effnetlite.weights import checkpoints, factory
 
-NonFiniteLossError = actions.NonFiniteLossError
-
 # train_and_evaluate calls in this process: times of a later one count from its own start.
 _RUNS_STARTED = [0]
 
@@ -174,7 +172,9 @@ def record_session(config: ml_collections.ConfigDict, run: runs.Run, start_step:
            f"re-resolved for {backend.platform} ({chosen})")
   _say(f"classes: {runs.format_class_names(class_names)}")
   if lead:
-    run.save_config(config)
+    saved = ml_collections.ConfigDict(config.to_dict())
+    saved.accept_changes_on_resume = False  # this session's opt-in: a later resume decides anew
+    run.save_config(saved)
     run.save_backend(backend.as_dict())
     run.save_class_names(class_names)
 
@@ -224,16 +224,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   run, session_start = runs.Run(workdir), time.time()
   _RUNS_STARTED[0] += 1
   initialize_distributed()
+  _agree_on(_probe_lock, run)  # a live writer is named before anything else is said
   previous = check_run(config, run)
   setup = set_up(config)
   changes, reproducible = (initial_state.check_resume(run, previous, config, setup.steps_per_epoch)
                            if previous is not None else ([], True))
-  finished = run.final_metrics()
-  if finished and finished.get("step", -1) >= setup.total_steps <= (run.latest_step() or -1):
-    _say(f"run {run.path} already finished at step {finished['step']} (of "
-         f"{setup.total_steps}); nothing to train (raise config.num_epochs or config.max_steps "
-         "to continue it)")
-    return finished
+  if _finished(run, setup.total_steps):
+    return run.final_metrics()
   with _writer_lock(run), stop.StopRequests() as requests:
     manager = checkpoints.make_manager(run.checkpoints_dir, keep=config.keep_checkpoints,
                                        every_steps=config.checkpoint_every_steps,
@@ -256,8 +253,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 actions.LogMetrics(config.log_every_steps, setup.total_steps,
                                    setup.steps_per_epoch, config.nonfinite_loss, writer,
                                    throughput, bar),
-                evaluation, actions.SaveCheckpoint(manager, setup.total_steps, config, throughput),
-                actions.StopOnRequest(requests, manager, config)]
+                actions.StopOnRequest(requests, manager, config),  # before an evaluation
+                evaluation, actions.SaveCheckpoint(manager, setup.total_steps, config, throughput)]
     try:
       state, step = _loop(config, setup, state, periodic)
     finally:  # a stopped run still completes the checkpoints it started
@@ -288,28 +285,48 @@ def _loop(config: ml_collections.ConfigDict, setup: Setup, state: steps.TrainSta
   return state, step
 
 
-@contextlib.contextmanager
-def _writer_lock(run: runs.Run) -> Iterator[None]:
-  """The run's one-writer lock, taken by process 0 for the whole job; every process learns
-  whether it was, so a refused job stops everywhere with the same one line."""
+def _agree_on(take: Callable[[runs.RunLock], None], run: runs.Run) -> runs.RunLock:
+  """`take(lock)` on process 0; every process learns whether it refused, so a refused job
+  stops everywhere, with process 0's one line (the others' follow it, unprinted)."""
   lock, refusal = run.lock(), None
   if jax.process_index() == 0:
     try:
-      lock.acquire()
-    except runs.RunLockedError as error:
+      take(lock)
+    except UserError as error:  # held by another run, or no file locks on this file system
       refusal = error
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
-    held = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
-    if not held and refusal is None:
-      refusal = runs.RunLockedError(f"workdir {run.path} is being written by another live run; "
-                                    "pass another --workdir")
+    if not multihost_utils.broadcast_one_to_all(np.int32(refusal is None)) and refusal is None:
+      refusal = runs.RunLockedError(f"workdir {run.path}: process 0 could not lock it")
   if refusal is not None:
     raise refusal
+  return lock
+
+
+def _probe_lock(lock: runs.RunLock) -> None:
+  lock.acquire(record=False)
+  lock.release()
+
+
+@contextlib.contextmanager
+def _writer_lock(run: runs.Run) -> Iterator[None]:
+  """The run's one-writer lock, taken by process 0 for the whole job (the job's lock)."""
+  lock = _agree_on(runs.RunLock.acquire, run)
   try:
     yield
   finally:
     lock.release()
+
+
+def _finished(run: runs.Run, total_steps: int) -> bool:
+  """Whether the run already reached `total_steps` and recorded its final metrics (a run
+  that stopped before them is evaluated again)."""
+  finished, latest = run.final_metrics(), run.latest_step()
+  if not finished or latest is None or min(finished.get("step", -1), latest) < total_steps:
+    return False
+  _say(f"run {run.path} already finished at step {finished['step']} (of {total_steps}); "
+       "nothing to train (raise config.num_epochs or config.max_steps to continue it)")
+  return True
 
 
 def record_final(config: ml_collections.ConfigDict, run: runs.Run, eval_source: sources.Source,

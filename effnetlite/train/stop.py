@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Any
 
 import jax
+import numpy as np
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -45,8 +45,9 @@ def _name(signum: int) -> str:
 
 
 def _coordinated() -> bool:
-  """Whether JAX's preemption sync point agrees on the stopping step (jax.distributed)."""
-  return jax.distributed.is_initialized()
+  """Whether JAX's preemption sync point agrees on the stopping step: jax.distributed with
+  its preemption service (on unless `jax_enable_preemption_service` is off)."""
+  return jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
 
 
 class StopRequests:
@@ -55,12 +56,14 @@ class StopRequests:
   def __init__(self) -> None:
     self.signum: int | None = None
     self._previous: dict[int, Any] = {}
+    self._coordinated = False
 
   def __enter__(self) -> StopRequests:
+    self._coordinated = _coordinated()
     if threading.current_thread() is not threading.main_thread():
       return self  # only the main thread may set handlers; a caller's thread keeps its own
     for signum in SIGNALS:
-      if signum == signal.SIGTERM and _coordinated():
+      if signum == signal.SIGTERM and self._coordinated:
         continue  # JAX's preemption notifier holds SIGTERM
       self._previous[signum] = signal.signal(signum, self._handle)
     return self
@@ -71,24 +74,26 @@ class StopRequests:
     self._previous.clear()
 
   def _handle(self, signum: int, frame: FrameType | None) -> None:
-    if self.signum == signal.SIGINT and signum == signal.SIGINT:
-      print("error: second Ctrl-C: exiting at once (the last saved checkpoint stays)",
-            file=sys.stderr, flush=True)
+    if self.signum is not None and signum == signal.SIGINT:
+      # os.write, not print: the handler may interrupt a write to stderr (the progress bar).
+      os.write(2, b"error: second Ctrl-C: exiting at once (the last saved checkpoint stays)\n")
       os._exit(130)  # at once: no waiting for threads or saves in flight
     if self.signum is None:
       self.signum = signum
-      if _coordinated():  # let every process agree on the step through JAX's notice
+      if self._coordinated:  # let every process agree on the step through JAX's notice
         os.kill(os.getpid(), signal.SIGTERM)
 
   def reached(self, step: int) -> bool:
-    """Whether to stop after `step`: on every process at the same step when coordinated."""
-    if _coordinated():
-      from jax.experimental import multihost_utils
-      if multihost_utils.reached_preemption_sync_point(step):
-        self.signum = self.signum or signal.SIGTERM
-        return True
+    """Whether to stop after `step`: on every process at the same step when coordinated,
+    all naming process 0's signal (one exit status for the job)."""
+    if not self._coordinated:
+      return self.signum is not None
+    from jax.experimental import multihost_utils
+    if not multihost_utils.reached_preemption_sync_point(step):
       return False
-    return self.signum is not None
+    ours = np.int32(self.signum or signal.SIGTERM)
+    self.signum = int(multihost_utils.broadcast_one_to_all(ours))
+    return True
 
   def stopped(self, step: int) -> TrainingStopped:
     signum = self.signum or signal.SIGTERM

@@ -97,10 +97,10 @@ def _config_suggestion(file: str) -> str:
   if os.path.isfile(shipped):
     return f"did you mean {shipped}?"
   return (f"pass a config file such as {os.path.join(REPO_ROOT, 'configs', 'lite0.py')} or a "
-          "run's config.json")
+          f"run's {runs.Run.CONFIG}")
 
 
-CONFIG_HELP = ("Config file: configs/*.py, or a training run's directory or config.json. "
+CONFIG_HELP = (f"Config file: configs/*.py, or a training run's directory or {runs.Run.CONFIG}. "
                "Override any key with --config.KEY=VALUE; `python scripts/config_keys.py` "
                "lists every key with its default, type and allowed values.")
 

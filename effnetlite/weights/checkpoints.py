@@ -52,7 +52,7 @@ def make_manager(directory: str, keep: int | None = 3, asynchronous: bool = True
     policies.append(ocp.checkpoint_managers.FixedIntervalPolicy(every_steps))
   if every_minutes:
     policies.append(ocp.checkpoint_managers.ContinuousCheckpointingPolicy(
-        minimum_interval_secs=int(every_minutes * 60)))
+        minimum_interval_secs=max(1, round(every_minutes * 60))))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous,
       best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,

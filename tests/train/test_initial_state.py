@@ -42,7 +42,7 @@ def test_a_resume_honours_intervals_formulations_and_the_length_of_a_staircase(k
 
 @pytest.mark.parametrize("key, value, old_value", [
     ("batch_size", 32, 16), ("seed", 1, 0), ("dataset.train_split", "train[:50%]", "train"),
-    ("optimizer.base_learning_rate", 0.008, 0.016), ("optimizer.name", "sgd", "rmsprop"),
+    ("optimizer.base_learning_rate", 0.008, 0.016), ("optimizer.momentum", 0.8, 0.9),
     ("optimizer.warmup_epochs", 1.0, 5.0), ("ema_decay", 0.99, 0.9999)])
 def test_a_resume_refuses_what_it_cannot_honour_in_one_line(key, value, old_value):
   old, new = _configs(**{key: value})
@@ -67,6 +67,15 @@ def test_the_total_under_cosine_is_refused_and_an_unchanged_total_is_not():
   assert initial_state.check_resume(RUN, old, new, steps_per_epoch=10)[1]
 
 
+def test_no_opt_in_resumes_into_another_optimizers_state():
+  old, new = _configs(**{"optimizer.name": "sgd"})
+  new.accept_changes_on_resume = True
+  with pytest.raises(UserError, match=r"^resuming /tmp/some/run would change config.optimizer."
+                                      r"name from 'rmsprop' to 'sgd', and its checkpoints hold "
+                                      r"the state of the 'rmsprop' optimizer; pass a new "):
+    initial_state.check_resume(RUN, old, new, steps_per_epoch=10)
+
+
 def test_the_opt_in_continues_and_marks_the_session_non_reproducible():
   old, new = _configs(batch_size=32, log_every_steps=5)
   new.accept_changes_on_resume = True
@@ -86,7 +95,8 @@ def test_the_ladder_resumes_a_saved_state_and_otherwise_starts_fresh(tmp_path):
   module, optimizer = _module_and_optimizer(config)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   manager = checkpoints.make_manager(str(tmp_path / "checkpoints"), asynchronous=False)
-  state, resumed = initial_state.initial_state(module, config, optimizer, manager, sharding, iter(()))
+  state, resumed = initial_state.initial_state(module, config, optimizer, manager, sharding,
+                                               iter(()))
   assert not resumed and int(state.step) == 0
   fresh = initial_state.fresh_variables(module, config)  # the TF initialisation, seeded
   np.testing.assert_array_equal(state.params["stem_conv"]["kernel"],
@@ -94,7 +104,8 @@ def test_the_ladder_resumes_a_saved_state_and_otherwise_starts_fresh(tmp_path):
   saved = state.replace(step=state.step + 7, params=jax.tree.map(lambda x: x + 1, state.params))
   checkpoints.save(manager, 7, saved, config.to_dict(), force=True)
   checkpoints.wait(manager)
-  state, resumed = initial_state.initial_state(module, config, optimizer, manager, sharding, iter(()))
+  state, resumed = initial_state.initial_state(module, config, optimizer, manager, sharding,
+                                               iter(()))
   assert resumed and int(state.step) == 7
   np.testing.assert_array_equal(state.params["stem_conv"]["kernel"],
                                 fresh["params"]["stem_conv"]["kernel"] + 1)
@@ -105,7 +116,8 @@ def test_pretrained_takes_the_offline_pth_and_a_new_head():
   from effnetlite.weights.loading import pretrained_weights_path
   config = validate_config(tiny_config())  # lite0 with 10 classes
   module, _ = _module_and_optimizer(config)
-  variables = initial_state.pretrained_variables(config, initial_state.fresh_variables(module, config))
+  fresh = initial_state.fresh_variables(module, config)
+  variables = initial_state.pretrained_variables(config, fresh)
   stem = torch.load(pretrained_weights_path("lite0"), map_location="cpu")
   stem = next(v for k, v in stem.items() if k.endswith("conv_stem.weight")).numpy()
   np.testing.assert_allclose(variables["params"]["stem_conv"]["kernel"],
