@@ -64,6 +64,7 @@ def initialize_distributed() -> None:
                                int(env["JAX_PROCESS_ID"]))
   else:  # SLURM: coordinator, process count and rank from the job's environment
     jax.distributed.initialize()
+  stop.take_sigterm_from_jax()  # before training, SIGTERM ends the process at once
 
 
 def check_run(config: ml_collections.ConfigDict, run: runs.Run

@@ -14,6 +14,8 @@ import json
 import os
 import pathlib
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -24,6 +26,7 @@ from helpers import PYTHONPATH, ROOT, tiny_config
 pytestmark = pytest.mark.slurm
 
 SCRIPT = pathlib.Path(ROOT, "scripts", "slurm", "train.sbatch")
+DEMO = os.path.join(ROOT, "configs", "demo.py")
 STEPS = 80  # long enough that a requeue after the first step lands mid-run
 STOP_LINE = (r"^stopped by (SIG\w+) at step (\d+); checkpoint saved; rerun the same command "
              r"to resume$")
@@ -41,16 +44,20 @@ def digits_dir(tmp_path_factory) -> str:
   return directory
 
 
+def _flags(digits_dir: str, steps: int) -> list[str]:
+  """The demo made tiny: checkpoints and evaluations only at the end, or on a stop."""
+  return ["--config.model.resolution=32", "--config.batch_size=16",
+          "--config.eval_batch_size=64", f"--config.max_steps={steps}",
+          "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
+          f"--config.dataset.data_dir={digits_dir}"]
+
+
 def _submit(cluster, workdir: pathlib.Path, digits_dir: str, steps: int = STEPS,
             sbatch_args: tuple[str, ...] = ()):
   """train.sbatch as a user submits it from the repository, its training made tiny through
   the script's environment variables; the log beside the workdir."""
-  flags = ["--config.model.resolution=32", "--config.batch_size=16",
-           "--config.eval_batch_size=64", f"--config.max_steps={steps}",
-           "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
-           f"--config.dataset.data_dir={digits_dir}"]
   env = {"PYTHON": sys.executable, "TRAIN_CONFIG": "configs/demo.py",
-         "TRAIN_WORKDIR": str(workdir), "TRAIN_FLAGS": " ".join(flags),
+         "TRAIN_WORKDIR": str(workdir), "TRAIN_FLAGS": " ".join(_flags(digits_dir, steps)),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": PYTHONPATH}
   return cluster.submit(SCRIPT.read_text(), cwd=ROOT, env=env, sbatch_args=sbatch_args,
                         output=workdir.parent / f"{workdir.name}.out", name=workdir.name)
@@ -118,38 +125,52 @@ def test_two_tasks_form_one_run_that_prints_each_message_once(uninterrupted):
     assert json.load(handle)["step"] == STEPS
 
 
+def _requeued_stop(job, workdir: pathlib.Path, after: re.Match) -> tuple[int, re.Match]:
+  """`scontrol requeue` now; waits for the stop it causes and for the job to be pending
+  again, and checks what that stop left: one line, both tasks' exit status 143 (they beat
+  KillWait's SIGKILL), one new checkpoint written by both processes. The step it saved."""
+  job.requeue()
+  stop = job.wait_for_log(STOP_LINE, timeout=120, start=after.end())
+  job.wait_for_state("PENDING", timeout=120)
+  this_run = job.read_log()[after.start():]
+  assert stop.group(1) == "SIGTERM", job.describe()
+  assert len(re.findall(STOP_LINE, this_run, re.MULTILINE)) == 1, job.describe()
+  assert _exit_codes(this_run) == {0: 143, 1: 143}, job.describe()
+  step = int(stop.group(2))
+  assert sorted(path.name for path in (workdir / "checkpoints" / str(step) / "state").glob(
+      "ocdbt.process_*")) == ["ocdbt.process_0", "ocdbt.process_1"]
+  return step, stop
+
+
+def _rerun(job, after: re.Match, restarts: int) -> tuple[re.Match, int]:
+  """Releases the requeued job and waits for its rerun to say where it resumes."""
+  job.release()
+  rerun = job.wait_for_log(rf"^job \d+ on \S+: SLURM_RESTART_COUNT={restarts} ", timeout=120,
+                           start=after.end())
+  resumed = job.wait_for_log(r"^resuming from step (\d+) ", timeout=JOB_SECONDS,
+                             start=rerun.end())
+  return resumed, int(resumed.group(1))
+
+
 def test_a_requeued_job_resumes_from_the_step_its_stop_saved(slurm_cluster, digits_dir,
                                                              uninterrupted, tmp_path):
-  """`scontrol requeue` mid-run: both tasks stop at one step N, which is saved once and
-  said once; the released rerun (SLURM_RESTART_COUNT=1) resumes from N, finishes, and its
-  parameters equal the uninterrupted job's bit for bit."""
+  """`scontrol requeue` mid-run: both tasks stop at one step N, saved once (by both
+  processes) and said once, within KillWait; the released rerun (SLURM_RESTART_COUNT=1)
+  resumes from N, finishes, and its parameters equal the uninterrupted job's bit for bit."""
   workdir = tmp_path / "run"
   job = _submit(slurm_cluster, workdir, digits_dir)
   started = job.wait_for_log(r"first step done", timeout=JOB_SECONDS)
-  job.requeue()
-  stop = job.wait_for_log(STOP_LINE, timeout=120, start=started.end())
-  signal_name, step = stop.group(1), int(stop.group(2))
-  job.wait_for_state("PENDING", timeout=120)
-  first_run = job.read_log()
-  assert signal_name == "SIGTERM"
+  step, stop = _requeued_stop(job, workdir, started)
   assert 1 <= step < STEPS, job.describe()
-  assert len(re.findall(STOP_LINE, first_run, re.MULTILINE)) == 1, job.describe()
-  assert _exit_codes(first_run) == {0: 143, 1: 143}, job.describe()  # before KillWait's SIGKILL
-  assert _steps(workdir) == [step]  # one checkpoint, the stop's, written by both processes
-  assert sorted(path.name for path in (workdir / "checkpoints" / str(step) / "state").glob(
-      "ocdbt.process_*")) == ["ocdbt.process_0", "ocdbt.process_1"]
+  assert _steps(workdir) == [step]
 
-  job.release()
-  rerun = job.wait_for_log(r"^job \d+ on \S+: SLURM_RESTART_COUNT=1 ", timeout=120,
-                           start=stop.end())
-  resumed = job.wait_for_log(r"^resuming from step (\d+) ", timeout=JOB_SECONDS,
-                             start=rerun.end())
-  assert int(resumed.group(1)) == step
+  resumed, resumed_from = _rerun(job, stop, restarts=1)
+  assert resumed_from == step
   result = job.wait(timeout=JOB_SECONDS)
   assert (result.state, result.exit_code) == ("COMPLETED", 0), job.describe()
   assert job.restarts == 1
-  second_run = job.read_log()[rerun.start():]
-  assert "Traceback" not in second_run and not re.search(STOP_LINE, second_run, re.MULTILINE)
+  last_run = job.read_log()[resumed.start():]
+  assert "Traceback" not in last_run and not re.search(STOP_LINE, last_run, re.MULTILINE)
   assert _steps(workdir) == [step, STEPS]
   _assert_equal_params(_final_params(workdir), _final_params(uninterrupted[1]))
 
@@ -184,6 +205,48 @@ def test_usr1_before_the_time_limit_requeues_the_job(slurm_cluster, digits_dir, 
                              start=rerun.end())
   assert int(resumed.group(1)) == step
   job.cancel()  # 100,000 steps: the resume is what this test is about
+
+
+def _two_processes(workdir: pathlib.Path, digits_dir: str, steps: int,
+                   env: dict[str, str]) -> list[subprocess.Popen]:
+  """train.py as the two processes of one JAX run on this machine (explicit coordinator)."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=PYTHONPATH, JAX_NUM_PROCESSES="2",
+             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", **env)
+  command = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={DEMO}",
+             *_flags(digits_dir, steps), f"--workdir={workdir}"]
+  return [subprocess.Popen(command, cwd=ROOT, env=dict(env, JAX_PROCESS_ID=str(rank)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for rank in range(2)]
+
+
+def test_a_stop_during_a_resumed_runs_start_up_is_agreed_two_steps_on(digits_dir, tmp_path):
+  """SIGTERM to both processes of a run resumed from step 2, while its step compiles (no
+  compilation cache: tens of seconds): they stop at step 4 and save it. The first step
+  boundary is where this session first tells JAX's preemption sync point its step; the
+  notice goes out then, and the agreed step is the next one. (A notice given to JAX before
+  that was agreed at step 1, which a resumed run never reaches: it trained on to the end,
+  or under SLURM until SIGKILL.) No SLURM needed; the processes are this machine's."""
+  workdir = tmp_path / "run"
+  first = _two_processes(workdir, digits_dir, 2, {})
+  for process in first:
+    _, err = process.communicate(timeout=JOB_SECONDS)
+    assert process.returncode == 0, err[-3000:]
+  assert _steps(workdir) == [2]
+  resumed = _two_processes(workdir, digits_dir, 6, {"EFFNETLITE_COMPILATION_CACHE": "none"})
+  for line in resumed[0].stdout:  # process 0 says it; the session's handlers are set
+    if line.startswith("resuming from step 2 "):
+      break
+  for process in resumed:
+    process.send_signal(signal.SIGTERM)
+  errors = [process.communicate(timeout=JOB_SECONDS)[1] for process in resumed]
+  assert [process.returncode for process in resumed] == [143, 143], errors[0][-3000:]
+  assert errors[0].strip().splitlines()[-1] == (
+      "stopped by SIGTERM at step 4; checkpoint saved; rerun the same command to resume")
+  assert "stopped by" not in errors[1] and "Traceback" not in errors[0] + errors[1]
+  assert _steps(workdir) == [2, 4]
 
 
 def test_python_without_srun_in_a_2_task_job_trains_alone_and_says_so(slurm_cluster, tmp_path):

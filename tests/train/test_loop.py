@@ -260,3 +260,23 @@ def test_finetuning_pretrained_beats_random_init(tmp_path):
     config.init_from = init
     results[init or "random"] = train_and_evaluate(config, str(tmp_path / (init or "random")))
   assert results["pretrained"]["eval_top1"] > results["random"]["eval_top1"]
+
+
+def test_a_session_records_its_backend_and_says_when_the_platform_changed(tmp_path, capsys):
+  from effnetlite import runs
+  from effnetlite.nn.backend import resolve_backend
+  from effnetlite.train.loop import record_session
+  from effnetlite.validation import validate_config
+  config = validate_config(tiny_config())
+  run = runs.Run(str(tmp_path / "run"))
+  record_session(config, run, None, [], True, ["a", "b"])
+  here = resolve_backend(config)
+  assert run.backend() == here.as_dict() and run.backend()["platform"] == "cpu"
+  assert run.load_config().model.depthwise == "auto"  # the reusable config keeps 'auto'
+  run.save_backend({**here.as_dict(), "platform": "gpu", "depthwise": "conv"})
+  capsys.readouterr()
+  record_session(config, run, 4, [], True, ["a", "b"])
+  out = capsys.readouterr().out
+  assert ("resuming on cpu, trained on gpu: layers re-resolved for cpu (depthwise shifted, "
+          "pointwise dot, rematerialize False)") in out
+  assert run.backend()["depthwise"] == "shifted"
