@@ -5,7 +5,9 @@ CPU) that prints each message once; `scontrol requeue` mid-run stops both tasks 
 step, saves it once, and the released rerun resumes from exactly that step to the same
 parameters as an uninterrupted job; USR1 before the time limit makes the script requeue
 itself. The script is submitted as users submit it: its own #SBATCH lines, the training
-pointed at a tiny config through its environment variables.
+pointed at a tiny config through its environment variables. Beside them, two checks of
+the multi-process start-up: a stop signal during a resumed run's compilation (two local
+processes, no SLURM needed) and python started without srun in a 2-task job.
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ def _assert_equal_params(ours: dict[str, np.ndarray], reference: dict[str, np.nd
 
 @pytest.fixture(scope="module")
 def uninterrupted(slurm_cluster, digits_dir, tmp_path_factory):
-  """A 2-task job trained straight to STEPS: the reference for the stopped ones, whose steps
-  are 2-process steps too (1 and 2 processes reduce gradients in another order)."""
+  """A 2-task job trained straight to STEPS: the reference for the stopped ones. It has to
+  be a 2-task job too: each process reads its own share of the data, so one process sees
+  other batches (every parameter differed after 200 steps)."""
   workdir = tmp_path_factory.mktemp("straight") / "run"
   job = _submit(slurm_cluster, workdir, digits_dir)
   result = job.wait(timeout=JOB_SECONDS)
@@ -180,8 +183,9 @@ def test_usr1_before_the_time_limit_requeues_the_job(slurm_cluster, digits_dir, 
   it (exit 138), the script requeues the job itself, and the rerun, with
   SLURM_RESTART_COUNT=1, resumes from that step. The controller looks at time limits every
   30 s, so the warning comes 0-30 s after the limit minus N: here 180-210 s into the job,
-  after start-up (30-130 s here, compilation cached by the jobs before). The rerun gets a longer limit (as an admin's `scontrol update` would) and
-  finishes the job."""
+  after start-up (30-130 s here, compilation cached by the jobs before). The rerun gets a
+  longer limit (as an admin's `scontrol update` would), so no second warning comes before
+  it resumes; then the test ends it."""
   workdir = tmp_path / "run"
   steps = 100_000  # still training when the warning comes, whatever this machine's speed
   job = _submit(slurm_cluster, workdir, digits_dir, steps=steps,
@@ -251,8 +255,9 @@ def test_a_stop_during_a_resumed_runs_start_up_is_agreed_two_steps_on(digits_dir
 
 def test_python_without_srun_in_a_2_task_job_trains_alone_and_says_so(slurm_cluster, tmp_path):
   """A batch script that runs python itself, not through srun, in a 2-task job: SLURM_NTASKS
-  says 2 but there is no step for JAX to read (SLURM_STEP_NODELIST), so the process does not
-  wait for a partner that never comes; it runs alone and says how to get one per task."""
+  says 2 but there is no job step for JAX to read (SLURM_STEP_NODELIST, set by srun), where
+  jax.distributed.initialize() would fail; the process runs alone and says how to get one
+  per task."""
   code = ("from effnetlite.train.loop import initialize_distributed; initialize_distributed(); "
           "import jax; print('processes:', jax.process_count())")
   job = slurm_cluster.submit(f"{sys.executable} -c \"{code}\"\n", cwd=ROOT,
