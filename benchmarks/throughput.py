@@ -321,7 +321,13 @@ def main(argv) -> None:
 
 
 def markdown_table(result: dict) -> str:
-  machine, nan = result["machine"], float("nan")
+  machine = result["machine"]
+
+  def cell(row: dict, key: str, scale: float = 1.0, unit: str = "", digits: int = 1) -> str:
+    """A number of the row, or a dash where that framework did not run (--no_torch, no
+    --plain_loop)."""
+    return f"{scale * row[key]:.{digits}f}{unit}" if key in row else "—"
+
   title = (f"{result['variant']} @ {result['resolution']}, batch {result['batch']}, "
            f"{machine['device']} ({machine['cpus']} cpus), {result['rounds']} rounds of "
            f"fresh processes, "
@@ -334,10 +340,10 @@ def markdown_table(result: dict) -> str:
   for r in result["rows"]:
     rounds = " ".join(f"{ratio:.2f}" for ratio in r.get("round_ratios", []))
     lines.append(f"| {r['task']} | {r['dtype']} | {r['ours_images_per_sec']:.1f} | "
-                 f"{r.get('theirs_images_per_sec', nan):.1f} | {r.get('ratio', nan):.2f} | "
+                 f"{cell(r, 'theirs_images_per_sec')} | {cell(r, 'ratio', digits=2)} | "
                  f"{rounds} | {100 * r['ours_fraction_of_peak']:.1f}% | "
-                 f"{100 * r.get('theirs_fraction_of_peak', nan):.1f}% | "
-                 f"{r.get('plain_images_per_sec', nan):.1f} |")
+                 f"{cell(r, 'theirs_fraction_of_peak', 100, '%')} | "
+                 f"{cell(r, 'plain_images_per_sec')} |")
   memory = result["peak_training_memory_gb"]
   gigabytes = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
   where = "resident" if machine["backend"] == "cpu" else "device"

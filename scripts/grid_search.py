@@ -42,9 +42,9 @@ _PROXY_CHECK = flags.DEFINE_bool(
 def main(argv):
   cli.no_positional_arguments(argv)
   config = validate_config(_CONFIG.value, search=True)
-  from effnetlite.search import study  # after the checks
-  url = study.storage_url(_STORAGE.value, _WORKDIR.value)
-  study.check_storage(url)  # its database driver installed: one line now, not a traceback later
+  from effnetlite.search import storage, study  # after the checks
+  url = storage.storage_url(_STORAGE.value, _WORKDIR.value)
+  storage.check_storage(url)  # its database driver installed: one line now, not a traceback later
   from effnetlite.train.stop import TrainingStopped
   try:
     search(config, url)
@@ -60,7 +60,7 @@ def main(argv):
 
 def search(config: ml_collections.ConfigDict, url: str) -> None:
   """A worker of the search, then the report (or only the report, or the proxy check)."""
-  from effnetlite.search import grid, report, study
+  from effnetlite.search import grid, report, storage, study
   if not (_REPORT_ONLY.value or _PROXY_CHECK.value):
     study.check_latency_target(config)  # Vela installed, if it gives the latencies
   from effnetlite.train import loop
@@ -79,8 +79,8 @@ def search(config: ml_collections.ConfigDict, url: str) -> None:
   if _PROXY_CHECK.value and jax.process_count() > 1:
     raise UserError("--proxy_check trains in one process; run it without srun/multi-process")
   if reading and not _STORAGE.value and not os.path.exists(
-      os.path.join(_WORKDIR.value, study.STUDY_FILE)):
-    raise UserError(f"--workdir={_WORKDIR.value} holds no study ({study.STUDY_FILE}); run the "
+      os.path.join(_WORKDIR.value, storage.STUDY_FILE)):
+    raise UserError(f"--workdir={_WORKDIR.value} holds no study ({storage.STUDY_FILE}); run the "
                     "search first, or pass the --storage it used")
   the_study = None
   if leader:  # in a multi-process job only process 0 talks to the study

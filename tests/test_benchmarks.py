@@ -56,3 +56,29 @@ def test_accelerators_table_rows_are_the_variants_measured():
                                                                ("lite4", 400, 151.0))]
   lines = accelerators.table(rows, ["h100x8"], ["lite3", "lite4"]).splitlines()
   assert lines[2:] == ["| lite3 | 280 | 60.0 | 1000 | 5 |", "| lite4 | 300 | 151.0 | 400 | 11 |"]
+
+
+def _throughput_rows(result: dict) -> list[str]:
+  """throughput.markdown_table(result)'s rows, in a process of its own (its absl flags
+  would clash with another benchmark's loaded here)."""
+  code = ("import json, sys, throughput; "
+          "print(throughput.markdown_table(json.load(sys.stdin)), end='')")
+  table = subprocess.run([sys.executable, "-c", code], input=json.dumps(result), cwd=BENCHMARKS,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+  return table.splitlines()[4:]
+
+
+def test_throughput_table_dashes_the_frameworks_that_did_not_run():
+  """`--no_torch`: PyTorch's cells say it did not run ("—"), not "nan"; with it, its
+  figures and the ratio as measured."""
+  machine = {"device": "cpu", "cpus": 2, "backend": "cpu", "date": "2026-12-05",
+             "peaks": {"float32": {"gflops": 200.0, "source": "measured"}}}
+  ours = {"task": "train", "dtype": "float32", "ours_images_per_sec": 50.0,
+          "ours_fraction_of_peak": 0.3, "ours_faults_per_step": 700}
+  result = {"variant": "lite0", "resolution": 160, "batch": 16, "rounds": 1, "machine": machine,
+            "rows": [ours], "peak_training_memory_gb": {"ours": [1.5]}}
+  assert _throughput_rows(result)[0] == "| train | float32 | 50.0 | — | — |  | 30.0% | — | — |"
+  result["rows"] = [dict(ours, theirs_images_per_sec=40.0, ratio=1.25, round_ratios=[1.25],
+                         theirs_fraction_of_peak=0.24)]
+  assert _throughput_rows(result)[0] == (
+      "| train | float32 | 50.0 | 40.0 | 1.25 | 1.25 | 30.0% | 24.0% | — |")

@@ -23,6 +23,7 @@ import concurrent.futures
 import functools
 import itertools
 import math
+import types
 from typing import Any, Iterator
 
 import jax
@@ -261,9 +262,13 @@ def prefetch_to_device(batches: Iterator[Batch], mesh: Mesh, size: int = 2
                        ) -> Iterator[dict[str, jax.Array]]:
   """Keeps `size` batches in flight to the devices (transfers overlap compute)."""
   queue: collections.deque[Any] = collections.deque()
-  for batch in batches:
-    queue.append(to_global(batch, mesh))
-    if len(queue) > size:
+  try:
+    for batch in batches:
+      queue.append(to_global(batch, mesh))
+      if len(queue) > size:
+        yield queue.popleft()
+    while queue:
       yield queue.popleft()
-  while queue:
-    yield queue.popleft()
+  finally:  # closed early: close the source too, so its pipeline stops with us
+    if isinstance(batches, types.GeneratorType):
+      batches.close()

@@ -33,6 +33,11 @@ IMAGENET_CLASSES = 1000
 COST_PER_PHI = 2.0
 
 
+def short_name(alpha: float, beta: float, gamma: float) -> str:
+  """a1.2_b1.1_g1.15: a candidate as people write it (its `key` keeps three decimals)."""
+  return f"a{alpha:g}_b{beta:g}_g{gamma:g}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
   """One grid point: its coefficients, the family they build and the proxy it trains."""
@@ -54,8 +59,7 @@ class Candidate:
 
   @property
   def short_name(self) -> str:
-    """a1.2_b1.1_g1.15: what people write."""
-    return f"a{self.alpha:g}_b{self.beta:g}_g{self.gamma:g}"
+    return short_name(self.alpha, self.beta, self.gamma)
 
   @property
   def coefficients(self) -> dict[str, float]:

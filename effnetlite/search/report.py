@@ -21,7 +21,7 @@ import os
 import statistics
 from typing import Any
 
-from effnetlite.search import stats
+from effnetlite.search import grid, stats
 from effnetlite.utils import files, plots
 
 
@@ -61,7 +61,7 @@ def candidate_rows(study: Any) -> list[dict[str, Any]]:
 
 
 def _short(row: dict[str, Any]) -> str:
-  return f"a{row['alpha']:g}_b{row['beta']:g}_g{row['gamma']:g}"
+  return grid.short_name(row["alpha"], row["beta"], row["gamma"])
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

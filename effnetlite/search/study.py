@@ -8,8 +8,8 @@ EMA weights are also evaluated on `search.test_split`, reported apart, and its
 per-image correctness on the ranking split is kept in the run directory for the
 paired comparisons of `effnetlite.search.report`.
 
-Storage is a SQLite file in the workdir by default (one machine, nothing to set
-up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
+Storage (`effnetlite.search.storage`) is a SQLite file in the workdir by default (one
+machine, nothing to set up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
 the study enqueues every trial once (seed 0 of every candidate first); every
 worker then takes the next waiting trial until none is waiting or running, so N
 workers are the same command run N times, anywhere. Workers send heartbeats: a
@@ -26,13 +26,10 @@ candidate and each pruning decision to the others.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import random
 import socket
 import time
-import warnings
 from typing import Any, Callable
 
 import ml_collections
@@ -41,8 +38,8 @@ import numpy as np
 from effnetlite import runs
 from effnetlite.errors import UserError
 from effnetlite.search import grid as grid_lib
+from effnetlite.search import storage as storage_lib
 
-STUDY_FILE = "study.db"
 GRID_ATTR = "candidates"   # study user attribute, set once the grid is enqueued
 LATENCY_CALIBRATION_IMAGES = 100  # latency, not accuracy, is measured: a short calibration
 Trainer = Callable[..., dict]  # (config, workdir, on_eval) -> final metrics
@@ -81,53 +78,6 @@ class WorkerStopped(Exception):
     self.exit_code = exit_code
 
 
-# A trial's user attributes set when it is enqueued: what it trains. A retry keeps these only;
-# the rest (accuracies, errors, timings) are results of the failed attempt.
-ENQUEUED_ATTRS = frozenset({"candidate", "trial_name", "seed_index", "seed",
-                            *(f.name for f in dataclasses.fields(grid_lib.Candidate))})
-
-
-def storage_url(storage: str, workdir: str) -> str:
-  """`--storage` as given, or the SQLite file in the workdir."""
-  return storage or "sqlite:///" + os.path.join(workdir, STUDY_FILE)
-
-
-# pip packages of SQLAlchemy's synchronous database drivers, by SQLAlchemy's driver name.
-DRIVER_PACKAGES = {
-    "psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
-    "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
-    "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "pymssql": "pymssql",
-    "oracledb": "oracledb", "cx_oracle": "cx_Oracle"}
-
-
-def check_storage(url: str) -> None:
-  """A storage URL SQLAlchemy can parse and whose database driver is installed.
-
-  Checked before the grid is built or anything compiles: Optuna would otherwise
-  fail on the missing driver with a long ImportError once the search starts.
-  """
-  import sqlalchemy.exc
-  from sqlalchemy.engine import make_url
-  example = "postgresql+psycopg://user:password@host/db, or sqlite:///path/study.db"
-  try:
-    parsed = make_url(url)
-    dialect = parsed.get_dialect()
-  except sqlalchemy.exc.ArgumentError:  # unparsable, or a dialect SQLAlchemy does not have
-    raise UserError(f"--storage={url} is not a database URL SQLAlchemy knows; pass one such as "
-                    f"{example}") from None
-  try:
-    dialect.import_dbapi()
-  except ImportError as error:
-    shown = parsed.render_as_string(hide_password=True)
-    package = DRIVER_PACKAGES.get(dialect.driver)
-    install = (f"pip install {package}" if package else
-               f"install the Python package of the {dialect.driver!r} driver")
-    raise UserError(f"--storage={shown}: the {parsed.get_backend_name()} driver "
-                    f"{dialect.driver!r} cannot be imported ({str(error).splitlines()[0]}); "
-                    f"{install} in this environment, or pass a URL whose driver is "
-                    "installed") from None
-
-
 def default_study_name(config: ml_collections.ConfigDict) -> str:
   """One study per objective, and per NPU for Vela latencies: ms of two targets never mix."""
   target = config.search.latency_target
@@ -151,102 +101,11 @@ def _pruner(config: ml_collections.ConfigDict) -> Any:
   return optuna.pruners.NopPruner()
 
 
-def make_storage(url: str, config: ml_collections.ConfigDict) -> Any:
-  """RDBStorage with heartbeats and retries of dead workers' candidates.
-
-  Workers that start together race to create Optuna's tables (PostgreSQL answers
-  the loser with an IntegrityError, SQLite with "table ... already exists"): the
-  loser waits a moment and opens them.
-  """
-  import optuna
-  import sqlalchemy.exc
-  heartbeat = config.search.heartbeat_seconds
-  engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-  for attempt in range(6):
-    try:
-      with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=RetryCandidate(config.search.max_retries))
-      if url.startswith("sqlite"):
-        _lock_sqlite_on_begin(storage.engine)
-      return storage
-    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-            sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError,
-            ModuleNotFoundError) as error:
-      lost_race = (isinstance(error, (sqlalchemy.exc.IntegrityError,
-                                      sqlalchemy.exc.ProgrammingError))
-                   or "already exists" in str(error))
-      if lost_race:
-        time.sleep(0.5 + random.random() * 2 ** attempt / 4)
-        continue
-      raise UserError(f"--storage={url} cannot be opened ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0]}); pass a SQLAlchemy URL such as "
-                      "postgresql+psycopg://user:password@host/db (pip install psycopg)") from None
-  raise UserError(f"--storage={url}: could not create Optuna's tables after 6 attempts")
-
-
-class RetryCandidate:
-  """Re-enqueues a failed trial's (candidate, seed) as a waiting trial, up to `max_retries`
-  times per trial (a dead worker's, through the storage's heartbeats, or a Ctrl-C's).
-
-  Optuna's RetryHeartbeatStaleTrialCallback copies every user attribute, so the
-  retry would start with the failed attempt's accuracy; this one keeps what the
-  trial trains (`ENQUEUED_ATTRS`), its parameters and its queue entry, and counts
-  the retry (attribute `retry`). System attributes `failed_trial` (the first
-  attempt) and `retry_history` are Optuna's, so its helpers read them.
-  """
-
-  def __init__(self, max_retries: int):
-    self.max_retries = max_retries
-
-  def __call__(self, study: Any, trial: Any) -> int | None:
-    """Enqueues the retry of `trial` (a FrozenTrial); how many retries the (candidate, seed)
-    has had with it (1 for the first), or None past the limit."""
-    import optuna
-    from optuna.trial import TrialState
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > self.max_retries:
-      return None
-    fixed = {k: v for k, v in trial.system_attrs.items() if k == "fixed_params"}
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in ENQUEUED_ATTRS}
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={**attrs, "retry": len(history)},
-        system_attrs={**fixed, "failed_trial": history[0], "retry_history": history}))
-    return len(history)
-
-
-def _lock_sqlite_on_begin(engine: Any) -> None:
-  """Every transaction takes SQLite's write lock when it begins (BEGIN IMMEDIATE).
-
-  Python's sqlite3 begins a transaction only at the first write, so Optuna's
-  "take the next waiting trial" (read its state, then set RUNNING) is not atomic
-  on SQLite: two workers read WAITING for the same trial, both set it RUNNING and
-  train the same candidate, and the second to finish fails with "Cannot tell a
-  COMPLETE trial". PostgreSQL locks the row (SELECT ... FOR UPDATE), SQLite
-  ignores that; the immediate lock serialises workers instead (SQLAlchemy's
-  recipe for pysqlite transactions).
-  """
-  from sqlalchemy import event
-
-  @event.listens_for(engine, "connect")
-  def _driver_begins_nothing(dbapi_connection, connection_record):
-    dbapi_connection.isolation_level = None
-
-  @event.listens_for(engine, "begin")
-  def _begin_immediate(connection):
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-  engine.dispose()  # connections opened while creating the tables predate the listeners
-
-
 def open_study(config: ml_collections.ConfigDict, url: str, study_name: str,
                enqueue: bool = True) -> Any:
   """Creates or joins the study; the creator enqueues the grid, a restart the failed."""
   import optuna
-  storage = make_storage(url, config)
+  storage = storage_lib.make_storage(url, config)
   # The sampler only matters for a trial created after the queue ran dry (discarded).
   sampler = optuna.samplers.RandomSampler(seed=config.seed)
   kwargs = dict(study_name=study_name, storage=storage, sampler=sampler, pruner=_pruner(config))
@@ -547,7 +406,7 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
   except (KeyboardInterrupt, TrainingStopped) as stop:
     name, step, exit_code = _stopped_by(stop)
     raise WorkerStopped(_stop(study, interrupted[-1] if interrupted else None, name, step,
-                              RetryCandidate(config.search.max_retries)), exit_code) from None
+                              storage_lib.RetryCandidate(config.search.max_retries)), exit_code) from None
   finally:
     optuna_log.removeFilter(quiet)
   if multihost:
@@ -576,7 +435,7 @@ def _stopped_by(stop: BaseException) -> tuple[str, int | None, int]:
 
 
 def _stop(study: Any, number: int | None, name: str, step: int | None,
-          retry: RetryCandidate) -> str:
+          retry: storage_lib.RetryCandidate) -> str:
   """Leaves the trial the stop interrupted failed and its candidate queued again; the line
   to say."""
   from optuna.trial import TrialState
@@ -591,9 +450,9 @@ def _stop(study: Any, number: int | None, name: str, step: int | None,
   then = ("the next worker retries it" if retried is not None else
           f"its {retry.max_retries} retries are spent, so the next run of the search queues it")
   saved = f" at step {step}, checkpoint saved" if step is not None else ""
-  return (f"stopped by {name} during candidate a{attrs['alpha']:g}_b{attrs['beta']:g}_"
-          f"g{attrs['gamma']:g} seed {attrs['seed_index'] + 1} (trial {number}){saved}; the "
-          f"trial is marked failed and {then}; {rerun}")
+  candidate = grid_lib.short_name(attrs["alpha"], attrs["beta"], attrs["gamma"])
+  return (f"stopped by {name} during candidate {candidate} seed {attrs['seed_index'] + 1} "
+          f"(trial {number}){saved}; the trial is marked failed and {then}; {rerun}")
 
 
 def _follow(config: ml_collections.ConfigDict, workdir: str, train: Trainer) -> None:

@@ -278,11 +278,14 @@ def _loop(config: ml_collections.ConfigDict, setup: Setup, state: steps.TrainSta
   step = int(state.step)
   batches = pipeline.prefetch_to_device(
       pipeline.train_batches(config, setup.train_source, step), setup.mesh)
-  while step < setup.total_steps:
-    state, metrics = train_step(state, next(batches))
-    step += 1
-    for action in periodic:
-      action(step, state, metrics)
+  try:
+    while step < setup.total_steps:
+      state, metrics = train_step(state, next(batches))
+      step += 1
+      for action in periodic:
+        action(step, state, metrics)
+  finally:  # stop the input pipeline now, not when a stop's traceback is freed
+    batches.close()
   return state, step
 
 

@@ -58,7 +58,11 @@ def make_manager(directory: str, keep: int | None = 3, asynchronous: bool = True
       best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
       best_mode="max", keep_checkpoints_without_metrics=best_metric is None,
       cleanup_tmp_directories=True,
-      save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(policies))
+      save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(policies),
+      # Own barrier keys per directory: best/ and checkpoints/ may save the same step, and
+      # orbax's default keys (step-based) would collide across the two managers.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=epath.Path(directory).name))
   items = (MODEL, CONFIG) if best_metric else (STATE, CONFIG)
   return ocp.CheckpointManager(epath.Path(directory), options=options, item_names=items)
 

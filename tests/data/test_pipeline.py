@@ -249,6 +249,25 @@ def test_closing_train_batches_early(image_folder):
   batches.close()
 
 
+
+def test_closing_the_device_prefetch_closes_its_source():
+  """A stopped loop closes the prefetcher, which closes the input pipeline with it: a
+  stop's exit does not wait for the traceback holding it to be freed."""
+  closed = []
+
+  def source():
+    try:
+      for index in range(10):
+        yield {"image": np.full((1, 2, 2, 3), index, np.uint8), "label": np.zeros(1, np.int32)}
+    finally:
+      closed.append(True)
+
+  batches = pipeline.prefetch_to_device(source(), pipeline.make_mesh(), size=2)
+  assert int(next(batches)["image"][0, 0, 0, 0]) == 0
+  assert not closed
+  batches.close()
+  assert closed == [True]
+
 def test_image_folder_corrupt_file_error_mode(image_folder):
   config = tiny_config("folder", data_dir=str(image_folder), corrupt_images="error")
   with pytest.raises(sources.DataError, match=r"1 unreadable image.*corrupt\.jpg"):

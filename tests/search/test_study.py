@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from configs import search_lite0
 from effnetlite import runs
 from effnetlite.errors import UserError
-from effnetlite.search import grid, report, study
+from effnetlite.search import grid, report, storage, study
 
 STEPS, EVAL_EVERY = 8, 2
 # configs/search_lite0.py's kept candidates, cheapest family first (tests/search/test_grid.py).
@@ -81,12 +81,12 @@ def fake_test(config, run_dir, split):
 
 
 def _open(config, tmp_path, name="s"):
-  return study.open_study(config, study.storage_url("", str(tmp_path)), name)
+  return study.open_study(config, storage.storage_url("", str(tmp_path)), name)
 
 
 def _read(config, tmp_path, name="s"):
   """The study as --report_only opens it: nothing enqueued."""
-  return study.open_study(config, study.storage_url("", str(tmp_path)), name, enqueue=False)
+  return study.open_study(config, storage.storage_url("", str(tmp_path)), name, enqueue=False)
 
 
 def _worker(config, tmp_path, train=fake_train, **kwargs):
@@ -206,12 +206,12 @@ def test_a_retry_starts_clean_and_says_where_it_resumes(tmp_path, capsys):
   failed = the_study.trials[0]
   assert failed.state == TrialState.FAIL and failed.user_attrs["ema_top1"] == pytest.approx(0.46)
   assert failed.intermediate_values == {2: pytest.approx(0.23), 4: pytest.approx(0.46)}
-  retry = study.RetryCandidate(max_retries=1)
+  retry = storage.RetryCandidate(max_retries=1)
   assert retry(the_study, failed) == 1
   waiting = the_study.trials[-1]
   assert waiting.state == TrialState.WAITING and waiting.intermediate_values == {}
   assert waiting.user_attrs == {**{k: v for k, v in failed.user_attrs.items()
-                                   if k in study.ENQUEUED_ATTRS}, "retry": 1}
+                                   if k in storage.ENQUEUED_ATTRS}, "retry": 1}
   assert not {"ema_top1", "top1", "error", "worker", "train_seconds"} & set(waiting.user_attrs)
   assert waiting.params == failed.params
   assert (waiting.system_attrs["failed_trial"], waiting.system_attrs["retry_history"]) == (0, [0])
@@ -266,27 +266,6 @@ def test_a_stop_signal_in_training_stops_the_worker_and_queues_its_candidate(tmp
   assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.WAITING] * 3
   assert trials[0].user_attrs["error"] == "stopped by SIGTERM at step 4"
   assert trials[3].user_attrs["retry"] == 1 and trials[3].system_attrs["failed_trial"] == 0
-
-
-@pytest.mark.parametrize("url, module, package", [
-    ("postgresql+psycopg2://search:secret@db.example/search", "psycopg2", "psycopg2-binary"),
-    ("postgresql+psycopg://search:secret@db.example/search", "psycopg", "'psycopg[binary]'"),
-    ("mysql+pymysql://search:secret@db.example/search", "pymysql", "PyMySQL")])
-def test_storage_without_its_driver_is_one_line(url, module, package, monkeypatch):
-  monkeypatch.setitem(sys.modules, module, None)  # what Python does for a missing package
-  with pytest.raises(UserError) as error:
-    study.check_storage(url)
-  message = str(error.value)
-  assert message.startswith(f"--storage={url.replace('secret', '***')}: the ")
-  assert f"driver {module!r} cannot be imported" in message
-  assert f"; pip install {package} in this environment" in message and "\n" not in message
-
-
-def test_storage_url_that_is_no_database_is_one_line():
-  with pytest.raises(UserError, match="--storage=studies.db is not a database URL SQLAlchemy "
-                                      "knows; pass one such as postgresql"):
-    study.check_storage("studies.db")
-  study.check_storage(study.storage_url("", "/tmp/w"))  # the default: SQLite, built in
 
 
 # scripts/grid_search.py as run from a shell, with `prelude` run first in its process.
@@ -445,7 +424,7 @@ def _check_once_each(url: str) -> list:
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):
-  url = study.storage_url("", str(tmp_path))
+  url = storage.storage_url("", str(tmp_path))
   workers = [_start_worker(url, str(tmp_path), 0.05) for _ in range(2)]
   for worker in workers:
     assert worker.wait(timeout=300) == 0, worker.stderr.read()[-3000:]
@@ -455,74 +434,6 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
   extra = [t for t in trials if t.state != TrialState.COMPLETE]
   assert all(t.state == TrialState.FAIL and ({"unused", "duplicate"} & set(t.user_attrs))
              for t in extra), [(t.number, t.state, t.user_attrs) for t in extra]
-
-
-_OPENER = """
-import sys
-from configs import search_lite0
-from effnetlite.search import study
-config = search_lite0.get_config()
-for url in sys.stdin:  # each line wakes every opener at the same instant
-  study.make_storage(url.strip(), config)
-  print("opened", flush=True)
-"""
-
-
-def test_workers_starting_together_all_open_a_fresh_sqlite_file(tmp_path):
-  """The race that made CI fail once: SQLite answers the losers of Optuna's table creation
-  with "table ... already exists"; each must wait and open the tables (before the fix,
-  most fresh files failed one of the openers)."""
-  openers = [subprocess.Popen([sys.executable, "-c", _OPENER], cwd=ROOT, text=True,
-                              env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(2)]
-  for fresh in range(6):
-    url = study.storage_url("", str(tmp_path / f"{fresh}"))
-    os.makedirs(tmp_path / f"{fresh}")
-    for opener in openers:
-      opener.stdin.write(url + "\n")
-      opener.stdin.flush()
-    for opener in openers:
-      assert opener.stdout.readline() == "opened\n", opener.communicate()[1][-2000:]
-  for opener in openers:
-    opener.stdin.close()
-    assert opener.wait(timeout=60) == 0
-
-
-_ASKER = """
-import sys, warnings
-import optuna
-from configs import search_lite0
-from effnetlite.search import study
-warnings.simplefilter("ignore")  # heartbeats outside Study.optimize
-storage = study.make_storage(sys.argv[1], search_lite0.get_config())
-the_study = optuna.load_study(study_name="queue", storage=storage)
-sys.stdin.readline()  # both start asking at the same instant
-print(" ".join(str(the_study.ask().number) for _ in range(50)))
-"""
-
-
-def test_two_workers_on_sqlite_never_take_the_same_waiting_trial(tmp_path):
-  """The race behind "Cannot tell a COMPLETE trial": without BEGIN IMMEDIATE both workers
-  read a trial as WAITING and both set it RUNNING (about 1 in 6 trials here)."""
-  url = study.storage_url("", str(tmp_path))
-  queue = optuna.create_study(study_name="queue", storage=study.make_storage(url, search_config()))
-  for x in range(100):
-    queue.enqueue_trial({"x": x})
-  askers = [subprocess.Popen([sys.executable, "-c", _ASKER, url], cwd=ROOT, text=True,
-                             env=dict(os.environ, PYTHONPATH=PYTHONPATH), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for _ in range(2)]
-  for asker in askers:
-    asker.stdin.write("go\n")
-    asker.stdin.flush()
-  taken = []
-  for asker in askers:
-    out, err = asker.communicate(timeout=120)
-    assert asker.returncode == 0, err[-2000:]
-    taken.append(set(map(int, out.split())))
-  assert len(taken[0]) == len(taken[1]) == 50
-  assert taken[0].isdisjoint(taken[1]), sorted(taken[0] & taken[1])
 
 
 def test_two_workers_on_postgresql_one_killed_mid_candidate(postgres, tmp_path):
@@ -586,7 +497,7 @@ def test_multi_process_trial_follows_process_0_candidates_and_pruning(tmp_path):
   with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
-  url, workdir = study.storage_url("", str(tmp_path)), str(tmp_path)
+  url, workdir = storage.storage_url("", str(tmp_path)), str(tmp_path)
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
              JAX_NUM_PROCESSES="2", PYTHONPATH=PYTHONPATH)
   processes = [subprocess.Popen([sys.executable, "-c", _PROCESS.format(url=url, workdir=workdir)],

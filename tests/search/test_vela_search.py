@@ -17,7 +17,7 @@ from helpers import ROOT
 from test_study import fake_test, fake_train, search_config
 
 from effnetlite.errors import UserError
-from effnetlite.search import report, study
+from effnetlite.search import report, storage, study
 
 TARGET = "ethos-u65-256"
 ONE_POINT = ["--config.search.tolerance=1.0", "--config.search.alpha_range=(1.2,1.2)",
@@ -59,7 +59,7 @@ def test_search_on_the_ethos_u65_ranks_by_vela_ms(tmp_path):
                                           (TARGET, f"Vela ms, {TARGET}")])
 def test_table_front_and_plot_name_the_latency_source(target, label, tmp_path):
   config = search_config(objective="accuracy_latency", latency_target=target)
-  the_study = study.open_study(config, study.storage_url("", str(tmp_path)),
+  the_study = study.open_study(config, storage.storage_url("", str(tmp_path)),
                                study.default_study_name(config))
   study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e),
                    evaluate_test=fake_test, measure_latency=lambda c, run_dir, output: 1.0 + len(run_dir) % 7)
