@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos that ship with scikit-image and scikit-learn."""
+"""Shared fixtures: real photos that ship with scikit-image and scikit-learn, the bundled
+digits prepared once, a real PostgreSQL server."""
 
 import io
 import os
@@ -52,6 +53,18 @@ def photo_batch(photo_files):
     return cache[resolution]
   return at
 
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> str:
+  """The bundled digits, prepared once per test process: the training runs (subprocesses,
+  SLURM jobs) only read them."""
+  from helpers import tiny_config
+
+  from effnetlite.data import sources
+  directory = str(tmp_path_factory.mktemp("tfds"))
+  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
+  return directory
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):

@@ -29,6 +29,18 @@ def tiny_config(name: str = "digits", resolution: int = 32, batch: int = 16, **d
   return config
 
 
+
+def tiny_run_flags(digits_dir: str, steps: int, every: int | None = None) -> list[str]:
+  """train.py flags that make configs/demo.py (or a search config) tiny: lite0 at 32 px,
+  batch 16, on digits prepared in `digits_dir`; checkpoints and evaluations every `every`
+  steps when given (else the config's)."""
+  flags = ["--config.model.resolution=32", "--config.batch_size=16",
+           "--config.eval_batch_size=64", f"--config.max_steps={steps}",
+           f"--config.dataset.data_dir={digits_dir}"]
+  if every:
+    flags += [f"--config.checkpoint_every_steps={every}", f"--config.eval_every_steps={every}"]
+  return flags
+
 def run_python(code: str, devices: int = 1, env: dict | None = None, timeout: int = 600):
   """Runs `code` in a fresh interpreter with `devices` simulated CPU devices."""
   environment = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",

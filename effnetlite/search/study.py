@@ -9,15 +9,16 @@ per-image correctness on the ranking split is kept in the run directory for the
 paired comparisons of `effnetlite.search.report`.
 
 Storage (`effnetlite.search.storage`) is a SQLite file in the workdir by default (one
-machine, nothing to set up) or any SQLAlchemy URL (PostgreSQL for many machines). The worker that creates
-the study enqueues every trial once (seed 0 of every candidate first); every
-worker then takes the next waiting trial until none is waiting or running, so N
+machine, nothing to set up) or any SQLAlchemy URL (PostgreSQL for many machines). The
+worker that creates the study enqueues every trial once (seed 0 of every candidate
+first); every worker then takes the next waiting trial until none is waiting or running, so N
 workers are the same command run N times, anywhere. Workers send heartbeats: a
 candidate whose worker died (silent for twice `search.heartbeat_seconds`) is
 failed and re-enqueued by the next live worker that looks, and its training
 resumes from the candidate's last checkpoint under the shared workdir. A worker
-stopped by Ctrl-C (or, through its training, SIGTERM or SIGUSR1: the step is
-saved) fails its trial and re-enqueues the candidate at once (`WorkerStopped`).
+stopped by Ctrl-C, SIGTERM or SIGUSR1 (during training the session saves its step
+first; between sessions the signal is raised where Ctrl-C would be) fails its trial and
+re-enqueues the candidate at once (`WorkerStopped`).
 A retry starts clean: the failed trial's evaluations stay with it, as a failure,
 not a score. A restarted search re-enqueues candidates that failed. In a
 multi-process JAX job only process 0 talks to the study; it broadcasts each
@@ -26,11 +27,14 @@ candidate and each pruning decision to the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ml_collections
 import numpy as np
@@ -76,6 +80,35 @@ class WorkerStopped(Exception):
   def __init__(self, message: str, exit_code: int):
     super().__init__(message)
     self.exit_code = exit_code
+
+
+class SignalOutsideTraining(KeyboardInterrupt):
+  """SIGTERM or SIGUSR1 that reached a worker between training sessions (a session takes
+  them itself and saves its step first), raised where Ctrl-C would be: the same path fails
+  the trial and queues its candidate again, and the worker exits with 128 + its number."""
+
+  def __init__(self, signum: int):
+    super().__init__()
+    self.signal_name, self.exit_code = signal.Signals(signum).name, 128 + signum
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+  """SIGTERM and SIGUSR1 raise `SignalOutsideTraining` while the worker runs (the default
+  would end it silently, its trial left running until the heartbeats fail it)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # only the main thread may set handlers; there the default stays
+    return
+
+  def interrupt(signum: int, frame: Any) -> None:
+    raise SignalOutsideTraining(signum)
+  previous = {signum: signal.signal(signum, interrupt)
+              for signum in (signal.SIGTERM, signal.SIGUSR1)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def default_study_name(config: ml_collections.ConfigDict) -> str:
@@ -394,19 +427,24 @@ def run_worker(config: ml_collections.ConfigDict, study: Any, workdir: str,
   quiet = _QuietInterrupted(interrupted)
   optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna reports failed trials
   optuna_log.addFilter(quiet)
+  # One process: a stop signal between sessions stops it as Ctrl-C does. Under
+  # jax.distributed the default stays: the processes could not agree on where to stop.
+  signals = contextlib.nullcontext() if multihost else _stop_signals_interrupt()
   try:
-    while True:
-      if _count(study, TrialState.WAITING):
-        study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
-      elif _count(study, TrialState.RUNNING):  # other workers' candidates, or dead workers'
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(min(5.0, config.search.heartbeat_seconds / 2))
-      else:
-        break
+    with signals:
+      while True:
+        if _count(study, TrialState.WAITING):
+          study.optimize(objective, n_trials=1, catch=(CandidateFailed, NotACandidate))
+        elif _count(study, TrialState.RUNNING):  # other workers' candidates, or dead workers'
+          optuna.storages.fail_stale_trials(study)
+          time.sleep(min(5.0, config.search.heartbeat_seconds / 2))
+        else:
+          break
   except (KeyboardInterrupt, TrainingStopped) as stop:
     name, step, exit_code = _stopped_by(stop)
+    retry = storage_lib.RetryCandidate(config.search.max_retries)
     raise WorkerStopped(_stop(study, interrupted[-1] if interrupted else None, name, step,
-                              storage_lib.RetryCandidate(config.search.max_retries)), exit_code) from None
+                              retry), exit_code) from None
   finally:
     optuna_log.removeFilter(quiet)
   if multihost:
@@ -428,7 +466,10 @@ class _QuietInterrupted(logging.Filter):
 
 def _stopped_by(stop: BaseException) -> tuple[str, int | None, int]:
   """(what stopped a worker, the step its training saved or None, the exit status): a
-  Ctrl-C outside training, or the training's own stop (`TrainingStopped`)."""
+  Ctrl-C or stop signal outside a training session, or a session's own stop
+  (`TrainingStopped`)."""
+  if isinstance(stop, SignalOutsideTraining):
+    return stop.signal_name, None, stop.exit_code
   if isinstance(stop, KeyboardInterrupt):
     return "Ctrl-C", None, 130
   return stop.signal_name, stop.step, stop.exit_code

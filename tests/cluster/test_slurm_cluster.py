@@ -52,8 +52,8 @@ def test_time_limit_warning_lets_the_job_requeue_itself(slurm_cluster, tmp_path)
   """`--signal=B:USR1@50` with a one-minute limit: USR1 reaches the batch shell before the
   limit, and the script requeues itself, the pattern of the README's sbatch script. The
   controller looks at time limits every 30 s, so the signal comes at its first look after
-  the nominal 10 s (10 to 30 s after the start), always before the limit. The rerun would start by itself after
-  SLURM's 120 s requeue delay; the test releases it at once instead."""
+  the nominal 10 s (10 to 30 s after the start), always before the limit. The rerun would
+  start by itself after SLURM's 120 s requeue delay; the test releases it at once instead."""
   script = """\
 echo "run restart=${SLURM_RESTART_COUNT:-0}"
 if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then

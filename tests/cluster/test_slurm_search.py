@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from helpers import PYTHONPATH, ROOT, tiny_config
+from helpers import PYTHONPATH, ROOT, tiny_run_flags
 
 pytestmark = pytest.mark.slurm
 
@@ -26,21 +26,10 @@ STOP_LINE = (r"^stopped by SIGTERM during candidate (\S+) seed 1 \(trial (\d+)\)
              r"retries it; rerun the same command to continue$")
 
 
-@pytest.fixture
-def digits_dir(tmp_path) -> str:
-  """The bundled digits, prepared once here: the workers only read them."""
-  from effnetlite.data import sources
-  directory = str(tmp_path / "tfds")
-  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
-  return directory
-
-
 def _workers(cluster, digits_dir: str, url: str, workdir: pathlib.Path) -> list:
   """search.sbatch as a user submits it (its own --array=0-1), pointed at a tiny search;
   each array task as a job of its own (JOB_TASK: what scontrol takes), with its own log."""
-  flags = ["--config.model.resolution=32", "--config.batch_size=16",
-           "--config.eval_batch_size=64", f"--config.max_steps={STEPS}",
-           "--config.search.seeds=1", f"--config.dataset.data_dir={digits_dir}"]
+  flags = [*tiny_run_flags(digits_dir, STEPS), "--config.search.seeds=1"]
   env = {"PYTHON": sys.executable, "SEARCH_CONFIG": "configs/search_lite0.py",
          "SEARCH_WORKDIR": str(workdir), "SEARCH_STORAGE": url, "SEARCH_FLAGS": " ".join(flags),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": PYTHONPATH}

@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import PYTHONPATH, ROOT, tiny_config
+from helpers import PYTHONPATH, ROOT, tiny_run_flags
 
 pytestmark = pytest.mark.slurm
 
@@ -37,21 +37,9 @@ STOP_LINE = (r"^stopped by (SIG\w+) at step (\d+); checkpoint saved; rerun the s
 JOB_SECONDS = 600
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory) -> str:
-  """The bundled digits, prepared once here: the jobs only read them."""
-  from effnetlite.data import sources
-  directory = str(tmp_path_factory.mktemp("tfds"))
-  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
-  return directory
-
-
 def _flags(digits_dir: str, steps: int) -> list[str]:
   """The demo made tiny: checkpoints and evaluations only at the end, or on a stop."""
-  return ["--config.model.resolution=32", "--config.batch_size=16",
-          "--config.eval_batch_size=64", f"--config.max_steps={steps}",
-          "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
-          f"--config.dataset.data_dir={digits_dir}"]
+  return tiny_run_flags(digits_dir, steps, every=1000)
 
 
 def _submit(cluster, workdir: pathlib.Path, digits_dir: str, steps: int = STEPS,

@@ -355,6 +355,34 @@ def test_ctrl_c_in_a_worker_is_one_line_and_the_next_worker_resumes_its_candidat
   assert [t.state for t in finished] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
 
 
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
+def test_a_stop_signal_between_training_sessions_is_one_line_too(tmp_path, signum, exit_code):
+  """SIGTERM (a requeue) or SIGUSR1 outside a training session, which would take the
+  signal itself (the stand-in does not): the worker stops as on Ctrl-C, with the signal's
+  status and one line; the trial is failed and its candidate queued again, not left
+  running until the heartbeats fail it."""
+  config = search_config(pruner="none", seeds=1)
+  flags = (f"--workdir={tmp_path}", "--config.search.seeds=1")
+  worker = _search_script(_FAKE_TRAINING.format(step_seconds=2.0), *flags)
+  run = runs.Run(tmp_path / "runs" / KEYS[0] / "seed0")
+  deadline = time.time() + 240
+  while (run.latest_step() or 0) < 1 and time.time() < deadline:
+    time.sleep(0.1)
+  assert run.latest_step(), "the worker reached no step in 240 s"
+  worker.send_signal(signum)
+  out, err = worker.communicate(timeout=120)
+  assert worker.returncode == exit_code, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  name = signal.Signals(signum).name
+  assert err.splitlines()[-1] == (
+      f"stopped by {name} during candidate a1.4_b1.1_g1.1 seed 1 (trial 0); the trial is "
+      "marked failed and the next worker retries it; rerun the same command to continue")
+  trials = _read(config, tmp_path, study.default_study_name(config)).trials
+  assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.WAITING] * 3
+  assert trials[0].user_attrs["error"] == f"stopped by {name}"
+  assert trials[3].user_attrs["retry"] == 1
+
 def test_median_pruner_stops_weak_candidates_keeping_their_last_value(tmp_path):
   config = search_config(pruner="median", seeds=1)
   _worker(config, tmp_path)
@@ -559,6 +587,7 @@ def test_proxy_check_retrains_the_top_k_and_reports_kendall_tau(tmp_path):
   # By hand: pairs (1,2) and (1,3) concordant, (2,3) discordant: tau = (2 - 1) / 3.
   assert result["kendall_tau"] == pytest.approx(1 / 3)
   markdown = report.markdown(_read(config, tmp_path), str(tmp_path))
-  assert "Kendall tau = 0.33 (p = " in markdown and "3 candidates): the proxy ranks partly" in markdown
+  assert "Kendall tau = 0.33 (p = " in markdown
+  assert "3 candidates): the proxy ranks partly" in markdown
   assert "| a1.2_b1.1_g1.2 | 0.8200 | 0.9300 |" in markdown
   assert "the longer schedule's scores span 4 of 100 images\n" in markdown

@@ -62,7 +62,8 @@ def test_table_front_and_plot_name_the_latency_source(target, label, tmp_path):
   the_study = study.open_study(config, storage.storage_url("", str(tmp_path)),
                                study.default_study_name(config))
   study.run_worker(config, the_study, str(tmp_path), train=lambda c, w, e: fake_train(c, w, e),
-                   evaluate_test=fake_test, measure_latency=lambda c, run_dir, output: 1.0 + len(run_dir) % 7)
+                   evaluate_test=fake_test,
+                   measure_latency=lambda c, run_dir, output: 1.0 + len(run_dir) % 7)
   assert report.latency_source(report.candidate_rows(the_study)) == label  # the plot's label
   markdown, best = report.write_report(the_study, str(tmp_path))
   assert f"| {label} |" in markdown.splitlines()[0] and f"\nlatencies: {label}" in markdown

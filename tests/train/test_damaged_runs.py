@@ -16,25 +16,13 @@ import uuid
 
 import numpy as np
 import pytest
-from helpers import PYTHONPATH, ROOT, tiny_config
-
-from effnetlite.data import sources
+from helpers import PYTHONPATH, ROOT, tiny_run_flags
 
 DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory) -> str:
-  directory = str(tmp_path_factory.mktemp("tfds"))
-  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
-  return directory
-
-
 def _flags(digits_dir: str, steps: int) -> list[str]:
-  return [f"--config={DEMO}", "--config.model.resolution=32", "--config.batch_size=16",
-          "--config.eval_batch_size=64", f"--config.dataset.data_dir={digits_dir}",
-          f"--config.max_steps={steps}", "--config.checkpoint_every_steps=2",
-          "--config.eval_every_steps=2"]
+  return [f"--config={DEMO}", *tiny_run_flags(digits_dir, steps, every=2)]
 
 
 def _run(script: str, *args: str, cwd: str) -> subprocess.CompletedProcess:

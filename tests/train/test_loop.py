@@ -19,14 +19,6 @@ from effnetlite.train.loop import train_and_evaluate
 from effnetlite.weights import factory, loading
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-  """A prepared digits dataset shared by the subprocess runs."""
-  directory = str(tmp_path_factory.mktemp("tfds"))
-  sources.make_source(tiny_config(data_dir=directory).dataset, "train")
-  return directory
-
-
 def _latest_step(directory) -> int:
   """The newest finalised step orbax finds (a killed save leaves only a temporary)."""
   import orbax.checkpoint as ocp
