@@ -2,13 +2,15 @@
 
 The loop calls every action after every step, `action(step, state, metrics)`; each
 decides for itself whether the step is one of its own (every N steps, at a time, at the
-last step) and does nothing otherwise, without touching the device. A new kind of
+last step) and does nothing otherwise, without touching the device (`RunAhead` aside: its
+job is to wait for it). A new kind of
 periodic work (a stop signal, a timed checkpoint) is one more action, not an edit of
 the loop.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from typing import Any, Callable, Iterator, Protocol
@@ -63,6 +65,24 @@ class Throughput:
   def overall(self) -> float | None:
     return self.images / self.seconds if self.seconds else None
 
+
+
+class RunAhead:
+  """Keeps the host at most `steps` steps ahead of the device: each step waits for the
+  metrics of the step `steps` before it. Without it, dispatch runs ahead until the next
+  metrics read-back (`log_every_steps` steps), and a stop's save or an evaluation would
+  first wait for every queued step: up to 100 of them in the base config, seconds each on
+  a large batch, past SLURM's 30 s grace. Two steps keep the device busy (the next is
+  queued while one runs)."""
+
+  def __init__(self, steps: int = 2):
+    self.steps = steps
+    self.pending: collections.deque[dict[str, jax.Array]] = collections.deque()
+
+  def __call__(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
+    self.pending.append(metrics)
+    if len(self.pending) > self.steps:
+      jax.block_until_ready(self.pending.popleft())
 
 class FirstStep:
   """Says how long the first step took to be ready (compiled, or read from the cache).

@@ -250,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     first_step = actions.FirstStep(start_step, session_start, _RUNS_STARTED[0] == 1, say)
     evaluation = actions.Evaluate(setup.eval_every, setup.total_steps, evaluate, best, config,
                                   throughput, say, on_eval)
-    periodic = [first_step,
+    periodic = [first_step, actions.RunAhead(),
                 actions.LogMetrics(config.log_every_steps, setup.total_steps,
                                    setup.steps_per_epoch, config.nonfinite_loss, writer,
                                    throughput, bar),

@@ -62,6 +62,28 @@ def test_a_non_finite_loss_stops_the_run_naming_its_first_step():
   skipping(1, None, _metrics(1.0, finite=0.0))  # skipped steps never reached the weights
 
 
+
+class _Pending:
+  """A step's metric that records when the loop waits for it."""
+
+  def __init__(self, step: int, waited: list[int]):
+    self.step, self.waited = step, waited
+
+  def block_until_ready(self):
+    self.waited.append(self.step)
+    return self
+
+
+def test_run_ahead_waits_for_the_step_two_back_and_no_other():
+  """After step N the host waits for step N - 2 only: at most two steps queued on the
+  device (one running, one next), so a stop's save waits for two steps, not a log
+  interval of them."""
+  waited = []
+  run_ahead = actions.RunAhead(steps=2)
+  for step in range(1, 7):
+    run_ahead(step, None, {"loss": _Pending(step, waited)})
+    assert waited == list(range(1, step - 1))
+
 def test_throughput_leaves_out_paused_work():
   throughput = actions.Throughput(batch_size=100)
   throughput.count_step()
