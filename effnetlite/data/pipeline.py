@@ -23,6 +23,7 @@ import concurrent.futures
 import functools
 import itertools
 import math
+import os
 import types
 from typing import Any, Iterator
 
@@ -136,10 +137,19 @@ def _mixup(alpha: float, seed: int, epoch: int):
 
 
 def _options(dataset):
+  """Deterministic order; AUTOTUNE maps on every core this process may use, prefetch
+  buffers sized by tf.data's per-buffer tuner, and no autotuning model.
+
+  The model's thread is what a deleted iterator waits for: in TF 2.21 it sleeps out its
+  optimisation period (doubling up to 60 s) before it notices, so a stop, the end of
+  training and each evaluation waited up to a minute (40 s measured for lite0 at batch 32).
+  Without the model, an AUTOTUNE map runs `initial_parallelism` calls at once.
+  """
   tf = _tf()
   options = tf.data.Options()
   options.deterministic = True
-  options.autotune.enabled = True
+  options.autotune.enabled = False
+  options.autotune.initial_parallelism = len(os.sched_getaffinity(0))  # TF's default caps 16
   options.threading.private_threadpool_size = 0
   return dataset.with_options(options)
 

@@ -1,6 +1,7 @@
 """Input pipeline: sources, TF-faithful crops, exact evaluation counts, seeded order."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -248,6 +249,16 @@ def test_closing_train_batches_early(image_folder):
   next(batches)
   batches.close()
 
+
+def test_pipelines_run_without_the_autotuning_model():
+  """TF 2.21's autotuning model thread sleeps out its period (doubling up to 60 s) before a
+  deleted iterator may go: a stop of lite0 at batch 32 waited 40 s for it, past SLURM's
+  grace. Without the model an AUTOTUNE map runs one call per core this process may use."""
+  import tensorflow as tf
+  options = pipeline._options(tf.data.Dataset.range(4)).options()
+  assert options.autotune.enabled is False
+  assert options.autotune.initial_parallelism == len(os.sched_getaffinity(0))
+  assert options.deterministic is True
 
 
 def test_closing_the_device_prefetch_closes_its_source():
