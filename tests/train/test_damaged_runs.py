@@ -72,7 +72,6 @@ def straight(digits_dir, tmp_path_factory) -> str:
   return os.path.join(cwd, "run")
 
 
-@pytest.mark.minutes
 def test_a_truncated_newest_step_is_passed_over_by_eval_and_by_train(digits_dir, straight,
                                                                       tmp_path):
   cwd = str(tmp_path)
@@ -143,7 +142,6 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_resume_is_exact(digits_di
     np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
 
 
-@pytest.mark.minutes
 def test_sigterm_saves_the_step_reached_and_a_live_run_keeps_its_directory(digits_dir, straight,
                                                                            tmp_path):
   """A preempted job: SIGTERM while the step compiles stops after step 1 with it saved; a
