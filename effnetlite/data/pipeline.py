@@ -142,8 +142,9 @@ def _options(dataset):
 
   The model's thread is what a deleted iterator waits for: in TF 2.21 it sleeps out its
   optimisation period (doubling up to 60 s) before it notices, so a stop, the end of
-  training and each evaluation waited up to a minute (40 s measured for lite0 at batch 32).
-  Without the model, an AUTOTUNE map runs `initial_parallelism` calls at once.
+  training and each evaluation could wait up to a minute, past SLURM's 30 s grace
+  (benchmarks/README.md). Without the model, an AUTOTUNE map runs `initial_parallelism`
+  calls at once.
   """
   tf = _tf()
   options = tf.data.Options()

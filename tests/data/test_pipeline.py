@@ -252,8 +252,7 @@ def test_closing_train_batches_early(image_folder):
 
 def test_pipelines_run_without_the_autotuning_model():
   """TF 2.21's autotuning model thread sleeps out its period (doubling up to 60 s) before a
-  deleted iterator may go: a stop of lite0 at batch 32 waited 40 s for it, past SLURM's
-  grace. Without the model an AUTOTUNE map runs one call per core this process may use."""
+  deleted iterator may go, so a stop could outlast SLURM's 30 s grace. Without the model an AUTOTUNE map runs one call per core this process may use."""
   import tensorflow as tf
   options = pipeline._options(tf.data.Dataset.range(4)).options()
   assert options.autotune.enabled is False
