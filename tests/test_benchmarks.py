@@ -28,7 +28,11 @@ def test_every_benchmark_script_has_a_tiny_run():
   assert scripts == sorted(TINY)
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
+# accelerators.py compiles for 8 H100s (about a minute): the README's command runs it in the
+# default tests (tests/test_readme.py), this tiny run joins the slow ones.
+@pytest.mark.parametrize("script", [
+    pytest.param(script, marks=[pytest.mark.slow] if script == "accelerators.py" else [])
+    for script in sorted(TINY)])
 def test_benchmark_runs(script, tmp_path):
   if script in ("throughput.py", "op_profile.py"):
     pytest.importorskip("torch")
