@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 
   `pytest -n 2 --dist worksteal` (`make test`) gives each worker one contiguous half and
   steals from the end of a queue: a minutes-long compile collected last ran alone at the
-  end while the other worker waited. Only the accelerator compiles are marked: with the
+  end while the other worker waited. Only the H100 compile is marked (the TPU one is slow): with the
   minute-long training runs marked too, two of them ran at once on the two cores and each
   took about twice its time: the session grew by half.
   """
