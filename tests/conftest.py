@@ -21,9 +21,9 @@ def pytest_collection_modifyitems(config, items):
 
   `pytest -n 2 --dist worksteal` (`make test`) gives each worker one contiguous half and
   steals from the end of a queue: a minutes-long compile collected last ran alone at the
-  end while the other worker waited. Only the H100 compile is marked (the TPU one is slow): with the
-  minute-long training runs marked too, two of them ran at once on the two cores and each
-  took about twice its time: the session grew by half.
+  end while the other worker waited. Only the H100 compile is marked (the TPU one is
+  slow): with the minute-long training runs marked too, two of them ran at once on the two
+  cores and each took about twice its time: the session grew by half.
   """
   early = [item for item in items if item.get_closest_marker("early")]
   if not early:
